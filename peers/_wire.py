@@ -1,0 +1,146 @@
+"""OCPP-J plumbing shared by the reference peers: frame recording and calls that return wire payloads.
+
+The peers speak through the `ocpp` library's `ChargePoint`, which hands handlers snake_case keyword
+arguments and returns responses as snake_case dataclasses. The peers' records and return values use the
+payloads exactly as they crossed the wire instead: `RecordingConnection` keeps every CALL payload and
+CALLRESULT payload it receives by message id, so nothing goes through a camelCase ⇄ snake_case round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+
+
+def utc_now() -> str:
+    """Return the current UTC time as an RFC 3339 timestamp with milliseconds and a `Z` suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_frame(raw: str | bytes) -> Any:
+    """Return the parsed JSON of `raw`, or `raw` itself when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+class RecordingConnection:
+    """A websocket as the `ocpp` library wants it (`recv`/`send` of text), recording every frame.
+
+    `record_in` and `record_out` receive each frame parsed; frames that fail to send are not recorded.
+    """
+
+    def __init__(
+        self,
+        ws: Connection,
+        *,
+        record_in: Callable[[Any], None],
+        record_out: Callable[[Any], None],
+    ) -> None:
+        self.ws = ws
+        self._record_in = record_in
+        self._record_out = record_out
+        # The `ocpp` library handles one received CALL completely before the next `recv`, so the last
+        # CALL is the one a handler is answering.
+        self.last_call: tuple[str, dict[str, Any]] | None = None
+        # message id → CALLRESULT payload, taken by `call_wire`
+        self.result_payloads: dict[str, dict[str, Any]] = {}
+
+    @property
+    def open(self) -> bool:
+        return self.ws.state is State.OPEN
+
+    async def recv(self) -> str | bytes:
+        raw = await self.ws.recv()
+        frame = parse_frame(raw)
+        self._record_in(frame)
+        if isinstance(frame, list) and len(frame) >= 3 and isinstance(frame[1], str):
+            if frame[0] == CALL and len(frame) == 4 and isinstance(frame[3], dict):
+                self.last_call = (frame[1], frame[3])
+            elif frame[0] == CALLRESULT and isinstance(frame[2], dict):
+                self.result_payloads[frame[1]] = frame[2]
+        return raw
+
+    async def send(self, message: str) -> None:
+        await self.ws.send(message)
+        self._record_out(parse_frame(message))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def wait_closed(self) -> None:
+        await self.ws.wait_closed()
+
+    def call_payload(self, message_id: str) -> dict[str, Any]:
+        """Return the wire payload of the CALL with `message_id` being handled on this connection."""
+        if self.last_call is None or self.last_call[0] != message_id:
+            raise LookupError(f"CALL {message_id!r} is not the one being handled")
+        return self.last_call[1]
+
+
+async def call_wire(charge_point: Any, payload: Any) -> dict[str, Any]:
+    """Send `payload` through `charge_point.call` and return the CALLRESULT payload as received.
+
+    Raises the `ocpp` library's `OCPPError` for a CALLERROR (or a response failing its schema),
+    `TimeoutError` when no response arrives in time, and `ConnectionError` when the socket closes first
+    (the library alone would wait out the whole response timeout).
+    """
+    connection: RecordingConnection | None = charge_point._connection
+    action = type(payload).__name__
+    if connection is None or not connection.open:
+        raise ConnectionError(f"{charge_point.id}: cannot send {action}, not connected")
+    message_id = str(uuid.uuid4())
+    call = asyncio.ensure_future(charge_point.call(payload, suppress=False, unique_id=message_id))
+    closed = asyncio.ensure_future(connection.wait_closed())
+    try:
+        await asyncio.wait({call, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (call, closed):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if call.cancelled():
+        connection.result_payloads.pop(message_id, None)
+        raise ConnectionError(f"{charge_point.id}: connection closed while waiting for the {action} response")
+    try:
+        call.result()  # raises OCPPError or TimeoutError as they are
+    except ConnectionClosed as exc:
+        raise ConnectionError(f"{charge_point.id}: connection closed before {action} was sent") from exc
+    return connection.result_payloads.pop(message_id)
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 10.0, *, what: str | None = None  # noqa: ASYNC109
+) -> None:
+    """Return once `predicate()` is true, polling every 20 ms; raise `TimeoutError` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            code = getattr(predicate, "__code__", None)
+            where = f"{code.co_filename}:{code.co_firstlineno}" if code else repr(predicate)
+            raise TimeoutError(f"condition {what or where} still false after {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def run_logged(coro: Awaitable[Any], logger: logging.Logger, event: str, **fields: Any) -> None:
+    """Await `coro`, logging instead of raising any exception (for tasks nobody awaits)."""
+    try:
+        await coro
+    except Exception as exc:
+        details = " ".join(f"{key}={value}" for key, value in fields.items())
+        logger.warning("%s %s error=%r", event, details, exc)

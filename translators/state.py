@@ -1,0 +1,166 @@
+"""Per-station translation state: the facts that must survive a proxy restart.
+
+One small class with named fields; each transition is a method named for the event. It serialises to
+msgpack so the proxy can keep it in Redis (written before a frame that depends on it is acknowledged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+STATE_VERSION = 1
+# Remembered id-token types (1.6 idTag → 2.0.1 IdTokenEnumType) per station; the oldest are forgotten.
+MAX_TOKEN_TYPES = 64
+# Meter values a transaction may buffer while its 1.6 StartTransaction waits for an id token.
+MAX_BUFFERED_METER_VALUES = 32
+MAX_PENDING_REMOTE_STARTS = 16
+MAX_RECENTLY_ENDED = 16
+
+
+@dataclass
+class Transaction:
+    """One 2.0.1 transaction and what the legacy CSMS knows of it."""
+
+    transaction_id: str  # the charger's 2.0.1 id
+    evse_id: int
+    connector_id: int  # the flat 1.6 connector id
+    started_at: str
+    meter_start_wh: int | None = None
+    last_register_wh: int | None = None
+    seq_no: int = -1  # highest seqNo translated
+    id_tag: str | None = None
+    id_token_type: str | None = None
+    id_tag_info: dict[str, Any] | None = None  # the legacy's last answer for this transaction's token
+    legacy_id: int | None = None  # the legacy's 1.6 transactionId, once StartTransaction was answered
+    charging_state: str | None = None
+    remote_start_id: int | None = None
+    reservation_id: int | None = None
+    buffered_meter_values: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def started_at_legacy(self) -> bool:
+        return self.legacy_id is not None
+
+
+@dataclass
+class RemoteStart:
+    remote_start_id: int
+    id_tag: str
+    connector_id: int | None
+
+
+@dataclass
+class StationState:
+    """Everything the translator must remember about one station between frames."""
+
+    station_id: str
+    transactions: dict[str, Transaction] = field(default_factory=dict)
+    # "evseId/connectorId" → flat 1.6 connectorId (OCPP 1.6 numbers connectors 1..n per charge point).
+    connectors: dict[str, int] = field(default_factory=dict)
+    remote_starts: dict[int, RemoteStart] = field(default_factory=dict)
+    next_remote_start_id: int = 1
+    token_types: dict[str, str] = field(default_factory=dict)
+    # Per 1.6 connector: the charger's last 2.0.1 connectorStatus and the last 1.6 status the legacy got.
+    connector_status: dict[int, str] = field(default_factory=dict)
+    legacy_status: dict[int, str] = field(default_factory=dict)
+    finishing: list[int] = field(default_factory=list)  # connectors whose 1.6 transaction just stopped
+    # 2.0.1 ids of the last transactions that ended, so a retransmitted Ended is not billed twice.
+    recently_ended: list[str] = field(default_factory=list)
+    last_reset_type: str | None = None  # the 1.6 Reset type last requested by the legacy
+
+    # -- connectors ------------------------------------------------------------------------------
+    def connector_for(self, evse_id: int, connector_id: int | None) -> int:
+        """The flat 1.6 connector id of a 2.0.1 EVSE/connector, allocating one on first sight."""
+        if evse_id == 0:
+            return 0
+        if connector_id is None:
+            for key, flat in self.connectors.items():
+                if key.startswith(f"{evse_id}/"):
+                    return flat
+            connector_id = 1
+        key = f"{evse_id}/{connector_id}"
+        flat = self.connectors.get(key)
+        if flat is None:
+            used = set(self.connectors.values())
+            # One connector per EVSE (the common case) keeps 1.6 connectorId == evseId.
+            flat = evse_id if connector_id == 1 and evse_id not in used else max(used | {evse_id}) + 1
+            self.connectors[key] = flat
+        return flat
+
+    def evse_for(self, flat_connector_id: int) -> tuple[int, int] | None:
+        """The 2.0.1 (evseId, connectorId) of a flat 1.6 connector id, if the station has shown it."""
+        for key, flat in self.connectors.items():
+            if flat == flat_connector_id:
+                evse, connector = key.split("/")
+                return int(evse), int(connector)
+        return None
+
+    # -- transactions ----------------------------------------------------------------------------
+    def transaction_on(self, connector_id: int) -> Transaction | None:
+        for tx in self.transactions.values():
+            if tx.connector_id == connector_id:
+                return tx
+        return None
+
+    def by_legacy_id(self, legacy_id: int) -> Transaction | None:
+        for tx in self.transactions.values():
+            if tx.legacy_id == legacy_id:
+                return tx
+        return None
+
+    def on_transaction_seen(self, tx: Transaction) -> None:
+        self.transactions[tx.transaction_id] = tx
+        if tx.connector_id in self.finishing:
+            self.finishing.remove(tx.connector_id)
+
+    def on_transaction_started(self, tx: Transaction, legacy_id: int, id_tag_info: dict[str, Any]) -> None:
+        tx.legacy_id = legacy_id
+        tx.id_tag_info = id_tag_info
+        tx.buffered_meter_values = []
+
+    def on_transaction_ended(self, tx: Transaction) -> None:
+        self.transactions.pop(tx.transaction_id, None)
+        self.recently_ended.append(tx.transaction_id)
+        del self.recently_ended[:-MAX_RECENTLY_ENDED]
+        if tx.started_at_legacy and tx.connector_id not in self.finishing:
+            self.finishing.append(tx.connector_id)
+
+    def on_token_seen(self, id_tag: str, token_type: str) -> None:
+        self.token_types.pop(id_tag, None)
+        self.token_types[id_tag] = token_type
+        while len(self.token_types) > MAX_TOKEN_TYPES:
+            del self.token_types[next(iter(self.token_types))]
+
+    def on_remote_start_requested(self, id_tag: str, connector_id: int | None) -> RemoteStart:
+        remote = RemoteStart(self.next_remote_start_id, id_tag, connector_id)
+        self.next_remote_start_id += 1
+        self.remote_starts[remote.remote_start_id] = remote
+        while len(self.remote_starts) > MAX_PENDING_REMOTE_STARTS:
+            del self.remote_starts[next(iter(self.remote_starts))]
+        return remote
+
+    def on_connector_status(self, connector_id: int, connector_status: str) -> None:
+        self.connector_status[connector_id] = connector_status
+        if connector_status != "Occupied" and connector_id in self.finishing:
+            self.finishing.remove(connector_id)
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def dumps(self) -> bytes:
+        data = asdict(self)
+        data["v"] = STATE_VERSION
+        return msgpack.packb(data, use_bin_type=True)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> StationState:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        version = data.pop("v", None)
+        if version != STATE_VERSION:
+            raise ValueError(f"station state version {version!r} is not {STATE_VERSION}")
+        data["transactions"] = {k: Transaction(**v) for k, v in data["transactions"].items()}
+        data["remote_starts"] = {int(k): RemoteStart(**v) for k, v in data["remote_starts"].items()}
+        data["connector_status"] = {int(k): v for k, v in data["connector_status"].items()}
+        data["legacy_status"] = {int(k): v for k, v in data["legacy_status"].items()}
+        return cls(**data)
