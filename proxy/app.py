@@ -1,0 +1,69 @@
+"""Assembles a running proxy: Redis clients, tee, state store, WebSocket server, admin server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from proxy.admin import AdminServer
+from proxy.server import OCPP16, OCPP201, Proxy, ProxySettings
+from proxy.state_store import StateStore
+from proxy.tee import Tee
+
+log = logging.getLogger("cutover")
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that fails fast (no retries, short timeouts): callers decide what an outage means."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.25, socket_timeout=1.0, retry=Retry(NoBackoff(), 0), retry_on_timeout=False
+    )
+
+
+@dataclass
+class RunningProxy:
+    proxy: Proxy
+    tee: Tee
+    store: StateStore
+    admin: AdminServer | None
+    clients: list[redis.Redis]
+
+    def health(self) -> dict[str, object]:
+        by_protocol = {OCPP201: 0, OCPP16: 0}
+        for session in self.proxy.sessions.values():
+            by_protocol[session.subprotocol] = by_protocol.get(session.subprotocol, 0) + 1
+        return {
+            "stations": by_protocol,
+            "tee_written": self.tee.written,
+            "tee_dropped": self.tee.dropped,
+        }
+
+    async def stop(self) -> None:
+        await self.proxy.stop()
+        await self.tee.stop()
+        await self.store.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        for client in self.clients:
+            await client.aclose()
+
+
+async def start_proxy(
+    settings: ProxySettings, redis_url: str | None, admin_listen: tuple[str, int] | None
+) -> RunningProxy:
+    clients = [redis_client(redis_url), redis_client(redis_url)] if redis_url else []
+    tee = Tee(clients[0] if clients else None)
+    store = StateStore(clients[1] if clients else None)
+    proxy = Proxy(settings, store, tee)
+    running = RunningProxy(proxy, tee, store, None, clients)
+    tee.start()
+    await proxy.start()
+    if admin_listen is not None:
+        running.admin = AdminServer(admin_listen[0], admin_listen[1], running.health)
+        await running.admin.start()
+        log.info("admin_listening url=%s metrics=%s/metrics", running.admin.url, running.admin.url)
+    return running

@@ -1,0 +1,121 @@
+"""`cutover`: the one console script, with a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from proxy import config
+from proxy.config import ConfigError
+from proxy.server import ProxySettings
+from translators.bridge import TranslationConfig
+
+
+def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str | None) -> None:
+    config.add(parser, "--listen", config.host_port, config.host_port(listen), "charger-facing HOST:PORT")
+    config.add(parser, "--redis-url", config.redis_url, None,
+               "Redis URL; without it an embedded redis-server is started")
+    config.add(parser, "--admin-listen", config.host_port, config.host_port(admin) if admin else None,
+               "HOST:PORT of /metrics and /healthz")
+    config.add(parser, "--call-timeout", config.positive_float, 30.0, "seconds a peer has to answer a CALL")
+    config.add(parser, "--ping-interval", config.positive_float, 20.0, "WebSocket ping interval, seconds")
+    config.add(parser, "--max-frame-bytes", config.positive_int, 256 * 1024, "largest accepted frame")
+    config.add(parser, "--long-id-token", config.choice("reject", "alias"), "reject",
+               "2.0.1 idTokens over 20 characters: reject with a CALLERROR or send a 20-char alias")
+    config.add(parser, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level")
+
+
+def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
+    return ProxySettings(
+        listen_host=values["listen"][0],
+        listen_port=values["listen"][1],
+        legacy_url=legacy_url,
+        ping_interval=values["ping_interval"],
+        ping_timeout=values["ping_interval"],
+        max_frame_bytes=values["max_frame_bytes"],
+        translation=TranslationConfig(call_timeout=values["call_timeout"], long_id_token=values["long_id_token"]),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cutover", description="OCPP 1.6 → 2.0.1 cutover proxy")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    proxy = commands.add_parser("proxy", help="run the proxy in front of a legacy OCPP 1.6 CSMS")
+    add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400")
+    config.add(proxy, "--legacy-url", config.ws_url, None,
+               "legacy CSMS URL template, e.g. ws://csms:9000/ocpp/{station} (required)")
+
+    demo = commands.add_parser("demo", help="run everything embedded: Redis, legacy CSMS, proxy, chargers")
+    add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400")
+    config.add(demo, "--chargers", config.positive_int, 5, "simulated 2.0.1 chargers")
+    config.add(demo, "--duration", config.positive_float, None, "seconds to run (default: until Ctrl-C)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        values = config.resolve(args)
+        if args.command == "proxy" and values["legacy_url"] is None:
+            raise ConfigError("--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}")
+    except ConfigError as exc:
+        print(f"cutover {args.command}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=values["log_level"], format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    if args.command == "proxy":
+        return run(serve_proxy(values))
+    from peers.demo import run_demo
+
+    return run(run_demo(values))
+
+
+def run(main_coroutine: Any) -> int:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(runner(main_coroutine) or 0)
+    return 130
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve_proxy(values: dict[str, Any]) -> int:
+    from proxy.app import start_proxy
+    from proxy.redis_embedded import EmbeddedRedis
+
+    embedded = None
+    redis_url = values["redis_url"]
+    if redis_url is None:
+        embedded = EmbeddedRedis().start()
+        redis_url = embedded.url
+        logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
+    try:
+        running = await start_proxy(proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"])
+        try:
+            await wait_for_signal()
+        finally:
+            await running.stop()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the proxy (`cutover_` prefix, base units, small closed label sets only)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTED_STATIONS = Gauge(
+    "cutover_connected_stations", "Stations connected to this proxy, by negotiated subprotocol", ["subprotocol"]
+)
+FRAMES = Counter(
+    "cutover_frames_total",
+    "OCPP-J frames on each leg; action is set for CALLs only",
+    ["leg", "direction", "message_type", "action"],
+)
+TRANSLATION_ERRORS = Counter(
+    "cutover_translation_errors_total",
+    "CALLs answered with a CALLERROR by the proxy, by action and OCPP error code",
+    ["action", "reason"],
+)
+LOSSY_TRANSLATIONS = Counter(
+    "cutover_lossy_translations_total", "Translations that had to drop or approximate a value", ["action"]
+)
+CALL_DURATION = Histogram(
+    "cutover_call_duration_seconds",
+    "Time from sending a CALL on a leg to its answer",
+    ["leg", "action"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CALL_TIMEOUTS = Counter("cutover_call_timeouts_total", "CALLs the peer did not answer in time", ["leg", "action"])
+HANDSHAKE_REFUSALS = Counter(
+    "cutover_handshake_refusals_total", "WebSocket handshakes refused, by reason", ["reason"]
+)
+UPSTREAM_FAILURES = Counter(
+    "cutover_upstream_failures_total", "Upstream CSMS connections that could not be opened or dropped", ["event"]
+)
+TEE_FRAMES = Counter("cutover_tee_frames_total", "Frames written to the Redis tee streams")
+TEE_DROPPED = Counter(
+    "cutover_tee_dropped_frames_total", "Frames the tee dropped (queue full or Redis unavailable)", ["reason"]
+)
+TEE_QUEUE_DEPTH = Gauge("cutover_tee_queue_depth", "Frames waiting in the tee queue")
+STATE_PERSIST_FAILURES = Counter(
+    "cutover_state_persist_failures_total", "Station state writes to Redis that failed or were deferred"
+)
+TRANSACTIONS = Counter(
+    "cutover_transactions_total", "2.0.1 transactions seen by the translator, by event", ["event"]
+)

@@ -1,0 +1,96 @@
+"""Per-station translation state in Redis, with an in-process copy for when Redis is away.
+
+`save()` is awaited before the frames that depend on a state change are sent (a restart or another
+proxy instance then continues the station where this one left off). When Redis is unavailable the write
+is deferred, counted and retried in the background, so charging goes on; the in-process copy serves a
+reconnecting station meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as redis
+
+from proxy import metrics
+from translators.state import StationState
+
+log = logging.getLogger("cutover.state")
+
+SAVE_TIMEOUT = 0.5
+RETRY_AFTER = 1.0
+
+
+def state_key(station_id: str) -> str:
+    return f"cutover:state:{{{station_id}}}"
+
+
+class StateStore:
+    def __init__(self, client: redis.Redis | None) -> None:
+        self.client = client
+        self._local: dict[str, StationState] = {}
+        self._deferred: dict[str, StationState] = {}
+        self._down_until = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self, station_id: str) -> StationState:
+        """The station's last saved state (Redis first, then this process's copy), or a fresh one."""
+        if self.client is not None and station_id not in self._deferred:
+            try:
+                raw = await asyncio.wait_for(self.client.get(state_key(station_id)), SAVE_TIMEOUT)
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                log.warning("state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc)
+            else:
+                if raw is not None:
+                    try:
+                        state = StationState.loads(raw)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.error("state_unreadable station_id=%s error=%r; starting afresh", station_id, exc)
+                    else:
+                        self._local[station_id] = state
+                        return state
+        return self._local.setdefault(station_id, StationState(station_id))
+
+    async def save(self, state: StationState) -> None:
+        """Write the state to Redis, or defer it (counted) when Redis is unavailable; never raises."""
+        self._local[state.station_id] = state
+        if self.client is None:
+            return
+        if time.monotonic() < self._down_until:
+            self._defer(state)
+            return
+        try:
+            await asyncio.wait_for(self.client.set(state_key(state.station_id), state.dumps()), SAVE_TIMEOUT)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("state_save_failed station_id=%s error=%r; kept in memory, retrying",
+                        state.station_id, exc)
+            self._down_until = time.monotonic() + RETRY_AFTER
+            self._defer(state)
+        else:
+            self._deferred.pop(state.station_id, None)
+
+    def _defer(self, state: StationState) -> None:
+        metrics.STATE_PERSIST_FAILURES.inc()
+        self._deferred[state.station_id] = state
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._retry_deferred(), name="state-retry")
+
+    async def _retry_deferred(self) -> None:
+        assert self.client is not None
+        while self._deferred:
+            await asyncio.sleep(max(self._down_until - time.monotonic(), 0.05))
+            for station_id, state in list(self._deferred.items()):
+                try:
+                    await asyncio.wait_for(self.client.set(state_key(station_id), state.dumps()), SAVE_TIMEOUT)
+                except (redis.RedisError, OSError, TimeoutError):
+                    self._down_until = time.monotonic() + RETRY_AFTER
+                    break
+                if self._deferred.get(station_id) is state:
+                    del self._deferred[station_id]
+        log.info("state_store_recovered")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -1,0 +1,146 @@
+"""The tee: every frame of every leg, as a msgpack envelope, appended to Redis streams sharded by station.
+
+`offer()` never blocks and never raises: frames go into a bounded in-memory queue that a background task
+flushes to Redis in pipelined batches. When the queue is full, or Redis is unavailable, frames are
+dropped and counted (`cutover_tee_dropped_frames_total`); the live path never waits on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections import deque
+from typing import Any
+
+import msgpack
+import redis.asyncio as redis
+
+from proxy import metrics
+
+log = logging.getLogger("cutover.tee")
+
+ENVELOPE_VERSION = 1
+
+
+def stream_key(station_id: str, shards: int) -> str:
+    """The stream of a station: a hash-tagged shard key, so Redis Cluster spreads the shards."""
+    shard = zlib.crc32(station_id.encode()) % shards
+    return f"cutover:tee:{{{shard}}}"
+
+
+def envelope(
+    station_id: str, connection_id: str, seq: int, leg: str, direction: str, subprotocol: str, frame: bytes
+) -> bytes:
+    return msgpack.packb(
+        {
+            "v": ENVELOPE_VERSION,
+            "station": station_id,
+            "conn": connection_id,
+            "seq": seq,
+            "leg": leg,
+            "dir": direction,
+            "proto": subprotocol,
+            "t_ns": time.time_ns(),
+            "frame": frame,
+        },
+        use_bin_type=True,
+    )
+
+
+def unpack(raw: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+
+
+class Tee:
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        *,
+        shards: int = 16,
+        max_queue: int = 50_000,
+        batch: int = 512,
+        stream_maxlen: int = 1_000_000,
+    ) -> None:
+        self.client = client
+        self.shards = shards
+        self.max_queue = max_queue
+        self.batch = batch
+        self.stream_maxlen = stream_maxlen
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def offer(
+        self, station_id: str, connection_id: str, seq: int, leg: str, direction: str, subprotocol: str, frame: bytes
+    ) -> None:
+        """Queue one frame for the tee, or drop and count it; never blocks."""
+        if self.client is None:
+            return
+        if len(self._queue) >= self.max_queue:
+            self._drop("queue_full", 1)
+            return
+        key = stream_key(station_id, self.shards)
+        self._queue.append(
+            (key, envelope(station_id, connection_id, seq, leg, direction, subprotocol, frame))
+        )
+        if len(self._queue) >= self.batch:
+            self._wake.set()
+
+    def _drop(self, reason: str, count: int) -> None:
+        self.dropped += count
+        metrics.TEE_DROPPED.labels(reason).inc(count)
+
+    def start(self) -> None:
+        if self.client is not None and self._task is None:
+            self._task = asyncio.create_task(self._flush_forever(), name="tee-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._queue:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is queued now, in pipelined batches; on a Redis error drop the batch and count it."""
+        assert self.client is not None
+        while self._queue:
+            count = min(len(self._queue), self.batch)
+            batch = [self._queue.popleft() for _ in range(count)]
+            metrics.TEE_QUEUE_DEPTH.set(len(self._queue))
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, packed in batch:
+                        pipe.xadd(key, {"e": packed}, maxlen=self.stream_maxlen, approximate=True)
+                    await asyncio.wait_for(pipe.execute(), timeout=2.0)
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                self._drop("redis_unavailable", len(batch))
+                log.warning("tee_write_failed frames=%d error=%r; frames dropped, live traffic unaffected",
+                            len(batch), exc)
+                # Drop what piled up meanwhile too, rather than replaying a backlog into a struggling Redis.
+                if self._queue:
+                    self._drop("redis_unavailable", len(self._queue))
+                    self._queue.clear()
+                await asyncio.sleep(0.5)
+                return
+            self.written += len(batch)
+            metrics.TEE_FRAMES.inc(len(batch))
+        metrics.TEE_QUEUE_DEPTH.set(0)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._queue:
+                await self.flush()
