@@ -13,6 +13,7 @@ from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import EmbeddedRedis
 from proxy.server import ProxySettings
+from tests.frames import invalid_emitted_frames, tee_envelopes
 from translators.bridge import TranslationConfig
 
 
@@ -59,6 +60,11 @@ async def proxy(legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis) -
     running = await start_proxy(settings_for(legacy, call_timeout=5), redis_url, ("127.0.0.1", 0))
     yield running
     await running.stop()
+    # Invariant 4, checked after every test that ran the proxy: what it emitted validates.
+    envelopes = await tee_envelopes(redis_client)
+    assert running.tee.dropped == 0
+    assert envelopes, "the tee recorded nothing"
+    assert invalid_emitted_frames(envelopes) == []
 
 
 def proxy_url(running: RunningProxy) -> str:
