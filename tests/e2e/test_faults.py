@@ -1,0 +1,217 @@
+"""Faults on the live path: proxy killed mid-transaction, legacy down or dropping, Redis killed, a mute
+legacy. Charging must go on or resume, and nothing billable may be lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import redis.asyncio as redis
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from peers.charger201 import Charger201
+from peers.legacy_csms import LegacyCsms, wait_for
+from proxy.app import RunningProxy, start_proxy
+from proxy.redis_embedded import EmbeddedRedis, free_port
+from tests.conftest import proxy_url, settings_for
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ProxyProcess:
+    """`cutover proxy` as a real child process, killed with SIGKILL as a crash would."""
+
+    def __init__(self, port: int, legacy_url: str, redis_url: str) -> None:
+        self.port, self.legacy_url, self.redis_url = port, legacy_url, redis_url
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--listen", f"127.0.0.1:{self.port}",
+             "--legacy-url", self.legacy_url, "--redis-url", self.redis_url,
+             "--admin-listen", f"127.0.0.1:{free_port()}", "--call-timeout", "5"],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        await wait_for(lambda: port_open(self.port), timeout=15)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM and wait without blocking the loop (the legacy CSMS in this process must still answer)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            process = self.process
+            await wait_for(lambda: process.poll() is not None, timeout=10)
+
+
+async def test_proxy_killed_mid_transaction_resumes_it(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    port = free_port()
+    process = ProxyProcess(port, legacy.url, redis_url)
+    await process.start()
+    charger = Charger201("KILL01", f"ws://127.0.0.1:{port}/ocpp", auto_reconnect=True, reconnect_delay=0.1)
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, 1, "Available")
+        tx_id = await charger.start_transaction(1, "TAG0001")
+        await charger.charging(1)
+        await charger.sample(1, 2000)
+        (legacy_tx,) = legacy.open_transactions("KILL01")
+
+        process.kill()
+        await wait_for(lambda: not charger.connected, timeout=5)
+        await charger.sample(1, 1500)  # offline: queued by the charger
+        await charger.stop_transaction(1, "Local", "StopAuthorized", "TAG0001")
+        assert charger.queued == 2
+
+        await process.start()
+        await wait_for(lambda: legacy_tx.ended, timeout=15)
+    finally:
+        await charger.close()
+        await process.stop()
+
+    assert list(legacy.transactions) == [legacy_tx.transaction_id]  # no second transaction was opened
+    reported = charger.transactions[tx_id]
+    assert legacy_tx.meter_stop == reported["meter_stop_wh"] == reported["meter_start_wh"] + 3500
+    assert legacy_tx.stop_id_tag == "TAG0001"
+    assert len(legacy_tx.meter_values) == 2
+
+
+async def test_legacy_down_closes_the_charger_and_queued_events_arrive_in_order(
+    proxy: RunningProxy, legacy: LegacyCsms
+) -> None:
+    charger = Charger201("DOWN01", proxy_url(proxy), auto_reconnect=True, reconnect_delay=0.1)
+    await charger.connect()
+    await charger.boot()
+    await charger.status(1, 1, "Available")
+    tx_id = await charger.start_transaction(1, "TAG0001")
+    (legacy_tx,) = legacy.open_transactions("DOWN01")
+    port = legacy.port
+
+    await legacy.stop()
+    await wait_for(lambda: not charger.connected, timeout=5)
+    for wh in (1000, 1000, 500):
+        await charger.sample(1, wh)
+    await charger.stop_transaction(1, "EVDisconnected", "EVCommunicationLost")
+    await asyncio.sleep(0.5)  # the charger keeps trying; the proxy keeps refusing it without a legacy
+    assert not charger.connected
+
+    await legacy.start(port=port)
+    await legacy.wait_for(lambda: legacy_tx.ended, timeout=15)
+    await charger.close()
+    values = [mv["sampledValue"][0]["value"] for mv in legacy_tx.meter_values]
+    start = charger.transactions[tx_id]["meter_start_wh"]
+    assert values == [str(start + 1000), str(start + 2000), str(start + 2500)]  # in order
+    assert legacy_tx.meter_stop == start + 2500
+    assert legacy_tx.stop_reason == "EVDisconnected"
+
+
+async def test_legacy_dropping_a_station_closes_that_charger_socket(proxy: RunningProxy, legacy: LegacyCsms) -> None:
+    async with connect(proxy_url(proxy) + "/DROP01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        await legacy.wait_for(lambda: "DROP01" in legacy.connected)
+        await legacy.disconnect("DROP01")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code in (1001, 1011)
+    assert "legacy CSMS" in closed.value.rcvd.reason
+
+
+async def test_unreachable_legacy_refuses_the_charger_with_a_reason(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(legacy)
+    settings.legacy_url = f"ws://127.0.0.1:{free_port()}/nothing-here"
+    running = await start_proxy(settings, redis_url, None)
+    try:
+        async with connect(proxy_url(running) + "/NOPE01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+    finally:
+        await running.stop()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "legacy CSMS unreachable")
+
+
+@pytest.fixture
+async def mute_legacy() -> AsyncIterator[str]:
+    """A 1.6 'CSMS' that accepts connections and never answers."""
+
+    async def swallow(connection: ServerConnection) -> None:
+        async for _ in connection:
+            pass
+
+    async with serve(swallow, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:  # type: ignore[list-item]
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ocpp"
+
+
+async def test_unanswered_call_gets_a_callerror_not_silence(
+    legacy: LegacyCsms, mute_legacy: str, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(legacy, call_timeout=0.3)
+    settings.legacy_url = mute_legacy
+    running = await start_proxy(settings, redis_url, None)
+    try:
+        async with connect(proxy_url(running) + "/MUTE01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            await ws.send('[2, "h1", "Heartbeat", {}]')
+            await ws.send('[2, "h2", "Heartbeat", {}]')  # queued behind h1, then timed out in turn
+            first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            second = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    finally:
+        await running.stop()
+    assert first[:3] == [4, "h1", "InternalError"]
+    assert "did not answer Heartbeat within 0.3 s" in first[3]
+    assert second[:3] == [4, "h2", "InternalError"]
+
+
+async def test_redis_killed_during_traffic(legacy: LegacyCsms) -> None:
+    own_redis = EmbeddedRedis().start()
+    running = await start_proxy(settings_for(legacy), own_redis.url, None)
+    charger = Charger201("REDIS01", proxy_url(running))
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, 1, "Available")
+        tx_id = await charger.start_transaction(1, "TAG0001")
+        await running.tee.flush()
+        written_before = running.tee.written
+
+        own_redis.kill()
+        for _ in range(3):
+            await charger.sample(1, 1000)  # charging goes on without Redis
+        await wait_for(lambda: running.tee.dropped > 0, timeout=5)
+
+        restarted = EmbeddedRedis(port=own_redis.port).start()
+        await asyncio.sleep(0.6)  # past the tee's back-off
+        await charger.stop_transaction(1, "Local", "StopAuthorized", "TAG0001")
+        await wait_for(lambda: running.tee.written > written_before, timeout=5)
+        client = redis.Redis.from_url(restarted.url)
+        entries = sum([await client.xlen(key) async for key in client.scan_iter(match="cutover:tee:*")])
+        assert entries > 0  # the tee resumed into the new, empty Redis
+        await client.aclose()
+    finally:
+        await charger.close()
+        await running.stop()
+        own_redis.stop()
+        if "restarted" in locals():
+            restarted.stop()
+    (legacy_tx,) = legacy.transactions.values()
+    assert legacy_tx.ended and legacy_tx.meter_stop == charger.transactions[tx_id]["meter_stop_wh"]
+    assert len(legacy_tx.meter_values) == 3
