@@ -20,7 +20,11 @@ log = logging.getLogger("cutover")
 def redis_client(url: str) -> redis.Redis:
     """A client that fails fast (no retries, short timeouts): callers decide what an outage means."""
     return redis.Redis.from_url(
-        url, socket_connect_timeout=0.25, socket_timeout=1.0, retry=Retry(NoBackoff(), 0), retry_on_timeout=False
+        url,
+        socket_connect_timeout=0.25,
+        socket_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
     )
 
 

@@ -19,15 +19,30 @@ from translators.bridge import TranslationConfig
 
 def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str | None) -> None:
     config.add(parser, "--listen", config.host_port, config.host_port(listen), "charger-facing HOST:PORT")
-    config.add(parser, "--redis-url", config.redis_url, None,
-               "Redis URL; without it an embedded redis-server is started")
-    config.add(parser, "--admin-listen", config.host_port, config.host_port(admin) if admin else None,
-               "HOST:PORT of /metrics and /healthz")
+    config.add(
+        parser,
+        "--redis-url",
+        config.redis_url,
+        None,
+        "Redis URL; without it an embedded redis-server is started",
+    )
+    config.add(
+        parser,
+        "--admin-listen",
+        config.host_port,
+        config.host_port(admin) if admin else None,
+        "HOST:PORT of /metrics and /healthz",
+    )
     config.add(parser, "--call-timeout", config.positive_float, 30.0, "seconds a peer has to answer a CALL")
     config.add(parser, "--ping-interval", config.positive_float, 20.0, "WebSocket ping interval, seconds")
     config.add(parser, "--max-frame-bytes", config.positive_int, 256 * 1024, "largest accepted frame")
-    config.add(parser, "--long-id-token", config.choice("reject", "alias"), "reject",
-               "2.0.1 idTokens over 20 characters: reject with a CALLERROR or send a 20-char alias")
+    config.add(
+        parser,
+        "--long-id-token",
+        config.choice("reject", "alias"),
+        "reject",
+        "2.0.1 idTokens over 20 characters: reject with a CALLERROR or send a 20-char alias",
+    )
     config.add(parser, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level")
 
 
@@ -39,7 +54,9 @@ def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
         ping_interval=values["ping_interval"],
         ping_timeout=values["ping_interval"],
         max_frame_bytes=values["max_frame_bytes"],
-        translation=TranslationConfig(call_timeout=values["call_timeout"], long_id_token=values["long_id_token"]),
+        translation=TranslationConfig(
+            call_timeout=values["call_timeout"], long_id_token=values["long_id_token"]
+        ),
     )
 
 
@@ -49,8 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     proxy = commands.add_parser("proxy", help="run the proxy in front of a legacy OCPP 1.6 CSMS")
     add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400")
-    config.add(proxy, "--legacy-url", config.ws_url, None,
-               "legacy CSMS URL template, e.g. ws://csms:9000/ocpp/{station} (required)")
+    config.add(
+        proxy,
+        "--legacy-url",
+        config.ws_url,
+        None,
+        "legacy CSMS URL template, e.g. ws://csms:9000/ocpp/{station} (required)",
+    )
 
     demo = commands.add_parser("demo", help="run everything embedded: Redis, legacy CSMS, proxy, chargers")
     add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400")
@@ -65,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         values = config.resolve(args)
         if args.command == "proxy" and values["legacy_url"] is None:
-            raise ConfigError("--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}")
+            raise ConfigError(
+                "--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}"
+            )
     except ConfigError as exc:
         print(f"cutover {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -80,14 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(main_coroutine: Any) -> int:
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        return int(runner(main_coroutine) or 0)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            return int(asyncio.run(main_coroutine) or 0)
+        return int(uvloop.run(main_coroutine) or 0)
     return 130
 
 
@@ -110,7 +132,9 @@ async def serve_proxy(values: dict[str, Any]) -> int:
         redis_url = embedded.url
         logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
     try:
-        running = await start_proxy(proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"])
+        running = await start_proxy(
+            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"]
+        )
         try:
             await wait_for_signal()
         finally:

@@ -62,10 +62,16 @@ def env_name(flag: str) -> str:
     return "CUTOVER_" + flag.lstrip("-").replace("-", "_").upper()
 
 
-def add(parser: argparse.ArgumentParser, flag: str, parse: Callable[[str], Any], default: Any, help: str) -> None:
+def add(
+    parser: argparse.ArgumentParser, flag: str, parse: Callable[[str], Any], default: Any, help: str
+) -> None:
     """A flag whose default comes from its CUTOVER_* variable; values are parsed later by `resolve`."""
-    parser.add_argument(flag, default=None, metavar=env_name(flag)[len("CUTOVER_"):],
-                        help=f"{help} (env {env_name(flag)}; default {default!r})")
+    parser.add_argument(
+        flag,
+        default=None,
+        metavar=env_name(flag)[len("CUTOVER_") :],
+        help=f"{help} (env {env_name(flag)}; default {default!r})",
+    )
     parser.set_defaults(**{f"_spec_{flag.lstrip('-').replace('-', '_')}": (flag, parse, default)})
 
 
@@ -76,7 +82,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         if not name.startswith("_spec_"):
             continue
         flag, parse, default = spec
-        key = name[len("_spec_"):]
+        key = name[len("_spec_") :]
         raw = getattr(args, key)
         source = flag
         if raw is None and env_name(flag) in os.environ:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTED_STATIONS = Gauge(
-    "cutover_connected_stations", "Stations connected to this proxy, by negotiated subprotocol", ["subprotocol"]
+    "cutover_connected_stations",
+    "Stations connected to this proxy, by negotiated subprotocol",
+    ["subprotocol"],
 )
 FRAMES = Counter(
     "cutover_frames_total",
@@ -26,12 +28,16 @@ CALL_DURATION = Histogram(
     ["leg", "action"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-CALL_TIMEOUTS = Counter("cutover_call_timeouts_total", "CALLs the peer did not answer in time", ["leg", "action"])
+CALL_TIMEOUTS = Counter(
+    "cutover_call_timeouts_total", "CALLs the peer did not answer in time", ["leg", "action"]
+)
 HANDSHAKE_REFUSALS = Counter(
     "cutover_handshake_refusals_total", "WebSocket handshakes refused, by reason", ["reason"]
 )
 UPSTREAM_FAILURES = Counter(
-    "cutover_upstream_failures_total", "Upstream CSMS connections that could not be opened or dropped", ["event"]
+    "cutover_upstream_failures_total",
+    "Upstream CSMS connections that could not be opened or dropped",
+    ["event"],
 )
 TEE_FRAMES = Counter("cutover_tee_frames_total", "Frames written to the Redis tee streams")
 TEE_DROPPED = Counter(

@@ -75,7 +75,7 @@ def station_id_from_path(path: str) -> str:
 
 
 def offered_subprotocols(request: Request) -> list[str]:
-    offered = []
+    offered: list[str] = []
     for header in request.headers.get_all("Sec-WebSocket-Protocol"):
         offered.extend(token.strip() for token in header.split(",") if token.strip())
     return offered
@@ -114,8 +114,12 @@ class Proxy:
             ping_timeout=self.settings.ping_timeout,
             server_header="ocpp-cutover",
         )
-        log.info("proxy_listening host=%s port=%d legacy_url=%s", self.settings.listen_host, self.port,
-                 self.settings.legacy_url)
+        log.info(
+            "proxy_listening host=%s port=%d legacy_url=%s",
+            self.settings.listen_host,
+            self.port,
+            self.settings.legacy_url,
+        )
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
@@ -205,8 +209,12 @@ class Session:
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             metrics.UPSTREAM_FAILURES.labels("connect").inc()
-            log.warning("legacy_unreachable station_id=%s url=%s error=%r; closing the charger so it queues",
-                        self.station_id, url, exc)
+            log.warning(
+                "legacy_unreachable station_id=%s url=%s error=%r; closing the charger so it queues",
+                self.station_id,
+                url,
+                exc,
+            )
             await self.charger.close(1011, "legacy CSMS unreachable")
             return
         if self.subprotocol == OCPP201:
@@ -217,8 +225,12 @@ class Session:
             )  # fmt: skip
         else:
             self.engine = Passthrough(self.proxy.schemas, V16)
-        log.info("station_connected station_id=%s subprotocol=%s connection_id=%s",
-                 self.station_id, self.subprotocol, self.connection_id)
+        log.info(
+            "station_connected station_id=%s subprotocol=%s connection_id=%s",
+            self.station_id,
+            self.subprotocol,
+            self.connection_id,
+        )
         tasks = [
             asyncio.create_task(self._read(CHARGER), name=f"{self.station_id}-charger"),
             asyncio.create_task(self._read(LEGACY), name=f"{self.station_id}-legacy"),
@@ -234,12 +246,19 @@ class Session:
         if ended_by == LEGACY:
             metrics.UPSTREAM_FAILURES.labels("dropped").inc()
             code = 1001 if self.legacy.close_code in (1000, 1001) else 1011
-            log.warning("legacy_connection_lost station_id=%s close_code=%s; closing the charger so it queues",
-                        self.station_id, self.legacy.close_code)
+            log.warning(
+                "legacy_connection_lost station_id=%s close_code=%s; closing the charger so it queues",
+                self.station_id,
+                self.legacy.close_code,
+            )
             await self.charger.close(code, "legacy CSMS connection lost")
         await self.legacy.close()
-        log.info("station_disconnected station_id=%s connection_id=%s charger_close_code=%s",
-                 self.station_id, self.connection_id, self.charger.close_code)
+        log.info(
+            "station_disconnected station_id=%s connection_id=%s charger_close_code=%s",
+            self.station_id,
+            self.connection_id,
+            self.charger.close_code,
+        )
 
     async def close_charger(self, code: int, reason: str) -> None:
         await self.charger.close(code, reason)
@@ -267,7 +286,8 @@ class Session:
     async def _expire_forever(self) -> None:
         engine = self.engine
         if not isinstance(engine, Bridge):
-            return await asyncio.Event().wait()
+            await asyncio.Event().wait()  # a passthrough has no timers: wait to be cancelled
+            return
         loop = asyncio.get_running_loop()
         while True:
             deadline = engine.next_deadline()

@@ -41,11 +41,13 @@ class StateStore:
             try:
                 raw = await asyncio.wait_for(self.client.get(state_key(station_id)), SAVE_TIMEOUT)
             except (redis.RedisError, OSError, TimeoutError) as exc:
-                log.warning("state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc)
+                log.warning(
+                    "state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc
+                )
             else:
                 if raw is not None:
                     try:
-                        state = StationState.loads(raw)
+                        state = StationState.loads(raw if isinstance(raw, bytes) else raw.encode())
                     except (ValueError, TypeError, KeyError) as exc:
                         log.error("state_unreadable station_id=%s error=%r; starting afresh", station_id, exc)
                     else:
@@ -64,8 +66,9 @@ class StateStore:
         try:
             await asyncio.wait_for(self.client.set(state_key(state.station_id), state.dumps()), SAVE_TIMEOUT)
         except (redis.RedisError, OSError, TimeoutError) as exc:
-            log.warning("state_save_failed station_id=%s error=%r; kept in memory, retrying",
-                        state.station_id, exc)
+            log.warning(
+                "state_save_failed station_id=%s error=%r; kept in memory, retrying", state.station_id, exc
+            )
             self._down_until = time.monotonic() + RETRY_AFTER
             self._defer(state)
         else:
@@ -83,7 +86,9 @@ class StateStore:
             await asyncio.sleep(max(self._down_until - time.monotonic(), 0.05))
             for station_id, state in list(self._deferred.items()):
                 try:
-                    await asyncio.wait_for(self.client.set(state_key(station_id), state.dumps()), SAVE_TIMEOUT)
+                    await asyncio.wait_for(
+                        self.client.set(state_key(station_id), state.dumps()), SAVE_TIMEOUT
+                    )
                 except (redis.RedisError, OSError, TimeoutError):
                     self._down_until = time.monotonic() + RETRY_AFTER
                     break

@@ -50,7 +50,8 @@ def envelope(
 
 
 def unpack(raw: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+    envelope: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    return envelope
 
 
 class Tee:
@@ -75,7 +76,14 @@ class Tee:
         self.dropped = 0
 
     def offer(
-        self, station_id: str, connection_id: str, seq: int, leg: str, direction: str, subprotocol: str, frame: bytes
+        self,
+        station_id: str,
+        connection_id: str,
+        seq: int,
+        leg: str,
+        direction: str,
+        subprotocol: str,
+        frame: bytes,
     ) -> None:
         """Queue one frame for the tee, or drop and count it; never blocks."""
         if self.client is None:
@@ -123,8 +131,11 @@ class Tee:
                     await asyncio.wait_for(pipe.execute(), timeout=2.0)
             except (redis.RedisError, OSError, TimeoutError) as exc:
                 self._drop("redis_unavailable", len(batch))
-                log.warning("tee_write_failed frames=%d error=%r; frames dropped, live traffic unaffected",
-                            len(batch), exc)
+                log.warning(
+                    "tee_write_failed frames=%d error=%r; frames dropped, live traffic unaffected",
+                    len(batch),
+                    exc,
+                )
                 # Drop what piled up meanwhile too, rather than replaying a backlog into a struggling Redis.
                 if self._queue:
                     self._drop("redis_unavailable", len(self._queue))

@@ -33,7 +33,7 @@ def to_id_tag(ctx: Context, id_token: dict[str, Any], field: str = "idToken.idTo
 def alias_for(id_token: str) -> str:
     """A deterministic 20-character idTag standing for a longer 2.0.1 idToken (same on every proxy)."""
     digest = hashlib.sha256(id_token.encode()).digest()
-    return "~" + base64.b32encode(digest).decode()[:MAX_ID_TAG - 1]
+    return "~" + base64.b32encode(digest).decode()[: MAX_ID_TAG - 1]
 
 
 def to_id_token(ctx: Context, id_tag: str) -> dict[str, Any]:

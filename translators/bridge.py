@@ -202,7 +202,7 @@ class Bridge:
         return out
 
     def expire(self, now: float) -> Outcome:
-        """Answer, with a CALLERROR to the waiting side, every CALL of ours whose peer did not answer in time."""
+        """Answer each CALL of ours left unanswered too long: a CALLERROR to the side waiting for it."""
         out = Outcome()
         for leg in self._legs.values():
             pending = leg.in_flight
@@ -280,7 +280,9 @@ class Bridge:
                 self.schemas.validate(leg.version, "response", pending.action, message.payload)
             except OcppError as exc:
                 out.events.append(Event("invalid_response", leg.name, pending.action, exc.code, seconds))
-                error = PeerError(exc.code_for(leg.version), f"{peer} answered with an invalid {exc.description}")
+                error = PeerError(
+                    exc.code_for(leg.version), f"{peer} answered with an invalid {exc.description}"
+                )
                 self._advance(pending.job, now, out, throw=error)
             else:
                 out.events.append(Event("call_done", leg.name, pending.action, "", seconds))
@@ -376,4 +378,3 @@ class Bridge:
         pending.deadline = now + self.config.call_timeout
         leg.in_flight = pending
         out.send(leg.name, rpc.dump_call(pending.message_id, pending.action, pending.payload))
-

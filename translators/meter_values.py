@@ -74,9 +74,7 @@ def decimal_string(value: Decimal) -> str:
     return text
 
 
-def to_sampled_value_16(
-    ctx: Context, sampled: dict[str, Any], units: frozenset[str]
-) -> list[dict[str, Any]]:
+def to_sampled_value_16(ctx: Context, sampled: dict[str, Any], units: frozenset[str]) -> list[dict[str, Any]]:
     """1.6 SampledValues for one 2.0.1 SampledValueType (none if it has no 1.6 form, two if signed)."""
     measurand = sampled.get("measurand", ENERGY_REGISTER)
     if measurand not in MEASURANDS_16:

@@ -52,7 +52,9 @@ CONFIG_KEY_TO_VARIABLE = {
     "ChargingScheduleMaxPeriods": Variable("SmartChargingCtrlr", "PeriodsPerSchedule", None, "integer", True),
     "ConnectorSwitch3to1PhaseSupported": Variable("SmartChargingCtrlr", "Phases3to1", None, "boolean", True),
 }  # fmt: skip
-VARIABLE_TO_CONFIG_KEY = {(v.component, v.variable, v.instance): key for key, v in CONFIG_KEY_TO_VARIABLE.items()}
+VARIABLE_TO_CONFIG_KEY = {
+    (v.component, v.variable, v.instance): key for key, v in CONFIG_KEY_TO_VARIABLE.items()
+}
 # OCPP 1.6 §6.13 / §7.22: GetConfiguration KeyValue.value is at most 500 characters.
 MAX_CONFIG_VALUE = 500
 # 2.0.1 SetVariableStatusEnumType → 1.6 ConfigurationStatus (messages.md §2.18).
@@ -75,7 +77,10 @@ def boot_notification(ctx: Context, payload: dict[str, Any]) -> Generator[Reques
         "chargePointVendor": fit(ctx, station["vendorName"], 20, "chargingStation.vendorName"),
         "chargePointModel": station["model"],
     }
-    for source, target in (("serialNumber", "chargePointSerialNumber"), ("firmwareVersion", "firmwareVersion")):
+    for source, target in (
+        ("serialNumber", "chargePointSerialNumber"),
+        ("firmwareVersion", "firmwareVersion"),
+    ):
         if source in station:
             request[target] = station[source]
     modem = station.get("modem", {})
@@ -126,7 +131,11 @@ def get_configuration(ctx: Context, payload: dict[str, Any]) -> Generator[Reques
             "GetVariables", {"getVariableData": [variable_ref(CONFIG_KEY_TO_VARIABLE[key]) for key in mapped]}
         )
         for result in answer["getVariableResult"]:
-            ref = (result["component"]["name"], result["variable"]["name"], result["variable"].get("instance"))
+            ref = (
+                result["component"]["name"],
+                result["variable"]["name"],
+                result["variable"].get("instance"),
+            )
             key = VARIABLE_TO_CONFIG_KEY.get(ref)
             if key is None or key not in mapped:
                 continue
@@ -157,7 +166,9 @@ def change_configuration(ctx: Context, payload: dict[str, Any]) -> Generator[Req
     value = value_201(variable, payload["value"])
     if value is None:
         return {"status": "Rejected"}  # OCPP 1.6 §6.9: a value that is not valid for the key
-    answer = yield Request("SetVariables", {"setVariableData": [{**variable_ref(variable), "attributeValue": value}]})
+    answer = yield Request(
+        "SetVariables", {"setVariableData": [{**variable_ref(variable), "attributeValue": value}]}
+    )
     return {"status": SET_VARIABLE_STATUS_TO_16[answer["setVariableResult"][0]["attributeStatus"]]}
 
 

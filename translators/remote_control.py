@@ -56,7 +56,7 @@ def data_string(data: Any) -> str:
 
 def data_transfer_up(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
     """A charger's 2.0.1 DataTransfer to the legacy."""
-    request = {key: payload[key] for key in ("vendorId", "messageId") if key in payload}
+    request: dict[str, Any] = {key: payload[key] for key in ("vendorId", "messageId") if key in payload}
     if "data" in payload:
         request["data"] = data_string(payload["data"])
     answer = yield Request("DataTransfer", request)

@@ -46,7 +46,12 @@ ERROR_FOR_KEYWORD: dict[str, type[OcppError]] = {
     "ExclusiveMaximum": PropertyConstraintViolation,
     "MultipleOf": PropertyConstraintViolation,
 }
-PRIORITY = (FormatViolation, OccurrenceConstraintViolation, TypeConstraintViolation, PropertyConstraintViolation)
+PRIORITY = (
+    FormatViolation,
+    OccurrenceConstraintViolation,
+    TypeConstraintViolation,
+    PropertyConstraintViolation,
+)
 
 
 class Schemas:
@@ -64,6 +69,7 @@ class Schemas:
                     continue
                 stem = name[: -len(".json")]
                 schema = json.loads(entry.read_text(encoding="utf-8"))
+                kind: Kind
                 if stem.endswith("Response"):
                     action, kind = stem[: -len("Response")], "response"
                 elif stem.endswith(request_suffix):

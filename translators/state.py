@@ -77,9 +77,9 @@ class StationState:
         if evse_id == 0:
             return 0
         if connector_id is None:
-            for key, flat in self.connectors.items():
+            for key, known in self.connectors.items():
                 if key.startswith(f"{evse_id}/"):
-                    return flat
+                    return known
             connector_id = 1
         key = f"{evse_id}/{connector_id}"
         flat = self.connectors.get(key)

@@ -104,7 +104,9 @@ def first_sight(ctx: Context, payload: dict[str, Any]) -> Transaction | None:
         ctx.lossy("TransactionEvent", f"transaction {info['transactionId']} unknown and no evse given")
         return None
     if payload["eventType"] != "Started":
-        ctx.lossy("TransactionEvent", f"transaction {info['transactionId']} first seen in {payload['eventType']}")
+        ctx.lossy(
+            "TransactionEvent", f"transaction {info['transactionId']} first seen in {payload['eventType']}"
+        )
     evse = payload["evse"]
     meter_values = payload.get("meterValue", [])
     tx = Transaction(
@@ -134,7 +136,9 @@ def start_at_legacy(ctx: Context, tx: Transaction) -> Generator[Request, Any, No
     meter_start = tx.meter_start_wh
     if meter_start is None:
         meter_start = tx.last_register_wh or 0
-        ctx.lossy("TransactionEvent", "no Transaction.Begin energy register: meterStart from the last reading")
+        ctx.lossy(
+            "TransactionEvent", "no Transaction.Begin energy register: meterStart from the last reading"
+        )
     request: dict[str, Any] = {
         "connectorId": tx.connector_id,
         "idTag": tx.id_tag,
@@ -149,7 +153,12 @@ def start_at_legacy(ctx: Context, tx: Transaction) -> Generator[Request, Any, No
     ctx.touch()
     if buffered:
         yield Request(
-            "MeterValues", {"connectorId": tx.connector_id, "transactionId": answer["transactionId"], "meterValue": buffered}
+            "MeterValues",
+            {
+                "connectorId": tx.connector_id,
+                "transactionId": answer["transactionId"],
+                "meterValue": buffered,
+            },
         )
 
 
@@ -162,7 +171,9 @@ def end(
         meter_stop = register_wh(meter_values, "Transaction.End")
         if meter_stop is None:
             meter_stop = tx.last_register_wh if tx.last_register_wh is not None else tx.meter_start_wh or 0
-            ctx.lossy("TransactionEvent", "no Transaction.End energy register: meterStop from the last reading")
+            ctx.lossy(
+                "TransactionEvent", "no Transaction.End energy register: meterStop from the last reading"
+            )
         stop: dict[str, Any] = {
             "transactionId": tx.legacy_id,
             "meterStop": meter_stop,
@@ -221,7 +232,9 @@ def remote_stop(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any
 
 CHARGER_CALLS = {
     "TransactionEvent": Disposition(
-        "translated", ("StartTransaction", "MeterValues", "StatusNotification", "StopTransaction"), transaction_event
+        "translated",
+        ("StartTransaction", "MeterValues", "StatusNotification", "StopTransaction"),
+        transaction_event,
     ),
 }
 LEGACY_CALLS = {

@@ -8,7 +8,9 @@ from proxy.app import RunningProxy
 from tests.conftest import proxy_url
 
 
-async def test_authorized_session_becomes_one_legacy_transaction(proxy: RunningProxy, legacy: LegacyCsms) -> None:
+async def test_authorized_session_becomes_one_legacy_transaction(
+    proxy: RunningProxy, legacy: LegacyCsms
+) -> None:
     charger = Charger201("CP001", proxy_url(proxy))
     await charger.connect()
     boot = await charger.boot()
@@ -26,7 +28,8 @@ async def test_authorized_session_becomes_one_legacy_transaction(proxy: RunningP
     assert tx.meter_stop == reported["meter_stop_wh"] == reported["meter_start_wh"] + 4500
     assert tx.stop_reason == "Local"
     assert len(tx.meter_values) == 3
-    assert [r.get("idTokenInfo", {}).get("status") for r in charger.tx_responses if "idTokenInfo" in r][0] == "Accepted"
+    first_answer = next(r for r in charger.tx_responses if "idTokenInfo" in r)
+    assert first_answer["idTokenInfo"]["status"] == "Accepted"
     statuses = [s["status"] for s in legacy.statuses["CP001"]]
     assert statuses[:2] == ["Available", "Preparing"] and "Charging" in statuses and "Finishing" in statuses
 
@@ -54,7 +57,11 @@ async def test_transaction_started_before_authorization(proxy: RunningProxy, leg
 
     (tx,) = legacy.transactions.values()
     reported = charger.transactions[tx_id]
-    assert (tx.id_tag, tx.meter_start, tx.meter_stop) == ("TAG0002", reported["meter_start_wh"], reported["meter_stop_wh"])
+    assert (tx.id_tag, tx.meter_start, tx.meter_stop) == (
+        "TAG0002",
+        reported["meter_start_wh"],
+        reported["meter_stop_wh"],
+    )
     assert tx.start_timestamp == reported["started"]  # the 2.0.1 transaction's own start
     assert tx.stop_reason == "EVDisconnected"
     # the sample taken before authorization was buffered and delivered after StartTransaction
@@ -72,7 +79,9 @@ async def test_transaction_never_authorized_reaches_no_legacy_transaction(
     assert [s["status"] for s in legacy.statuses["CP003"]] == ["Available", "Preparing", "Available"]
 
 
-async def test_rejected_token_is_answered_with_the_legacy_verdict(proxy: RunningProxy, legacy: LegacyCsms) -> None:
+async def test_rejected_token_is_answered_with_the_legacy_verdict(
+    proxy: RunningProxy, legacy: LegacyCsms
+) -> None:
     charger = await booted(proxy, "CP004")
     answer = await charger.authorize("UNKNOWN-TAG")
     await charger.close()
@@ -124,7 +133,14 @@ async def test_legacy_commands_reach_the_charger(proxy: RunningProxy, legacy: Le
     assert (await legacy.data_transfer("CP007", "com.example", "hello", "{}"))["status"] == "UnknownVendorId"
     assert (await legacy.trigger_message("CP007", "Heartbeat"))["status"] == "Accepted"
     calls = [action for action, _ in charger.received_calls]
-    assert calls == ["Reset", "ChangeAvailability", "UnlockConnector", "ClearCache", "DataTransfer", "TriggerMessage"]
+    assert calls == [
+        "Reset",
+        "ChangeAvailability",
+        "UnlockConnector",
+        "ClearCache",
+        "DataTransfer",
+        "TriggerMessage",
+    ]
     reset = dict(charger.received_calls)["Reset"]
     assert reset == {"type": "Immediate"}
     await charger.close()

@@ -123,7 +123,9 @@ async def test_legacy_down_closes_the_charger_and_queued_events_arrive_in_order(
     assert legacy_tx.stop_reason == "EVDisconnected"
 
 
-async def test_legacy_dropping_a_station_closes_that_charger_socket(proxy: RunningProxy, legacy: LegacyCsms) -> None:
+async def test_legacy_dropping_a_station_closes_that_charger_socket(
+    proxy: RunningProxy, legacy: LegacyCsms
+) -> None:
     async with connect(proxy_url(proxy) + "/DROP01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
         await legacy.wait_for(lambda: "DROP01" in legacy.connected)
         await legacy.disconnect("DROP01")

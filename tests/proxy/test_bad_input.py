@@ -39,7 +39,9 @@ BAD_FRAMES = [
         id="idToken-bare-string",
     ),
     pytest.param(
-        orjson.dumps([2, "m6", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]).decode(),
+        orjson.dumps(
+            [2, "m6", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]
+        ).decode(),
         ["m6", "FormatViolation"],
         id="flat-16-boot",
     ),
@@ -54,13 +56,21 @@ BAD_FRAMES = [
         id="missing-required",
     ),
     pytest.param(
-        orjson.dumps([2, "m9", "RequestStartTransaction", {"idToken": {"idToken": "T", "type": "Central"},
-                                                          "remoteStartId": 1}]).decode(),
+        orjson.dumps(
+            [
+                2,
+                "m9",
+                "RequestStartTransaction",
+                {"idToken": {"idToken": "T", "type": "Central"}, "remoteStartId": 1},
+            ]
+        ).decode(),
         ["m9", "NotSupported"],
         id="csms-action-from-charger",
     ),
     pytest.param(
-        orjson.dumps([2, "m10", "Authorize", {"idToken": {"idToken": "X" * 21, "type": "ISO14443"}}]).decode(),
+        orjson.dumps(
+            [2, "m10", "Authorize", {"idToken": {"idToken": "X" * 21, "type": "ISO14443"}}]
+        ).decode(),
         ["m10", "PropertyConstraintViolation"],
         id="id-token-longer-than-16-idTag",
     ),
