@@ -41,10 +41,11 @@ def flat_connector(ctx: Context, evse_id: int, connector_id: int | None) -> int:
 
 def status_16(state: StationState, connector_id: int) -> str:
     """The 1.6 ChargePointStatus of a connector from its 2.0.1 status and its transaction."""
-    connector_status = state.connector_status.get(connector_id, "Available")
+    reported = state.connector_status.get(connector_id)
     tx = state.transaction_on(connector_id)
-    if tx is not None and connector_status == "Available":
-        connector_status = "Occupied"  # a station that reports the transaction but not the plug-in
+    # A station may report a transaction without reporting the plug-in (or never report the connector).
+    in_use = tx is not None or (reported is None and connector_id in state.finishing)
+    connector_status = "Occupied" if in_use and reported in (None, "Available") else reported or "Available"
     if connector_status != "Occupied":
         return CONNECTOR_STATUS_TO_16[connector_status]
     if tx is not None and tx.started_at_legacy:

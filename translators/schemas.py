@@ -7,8 +7,9 @@ violation, with a message naming the field.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema_rs
@@ -60,10 +61,9 @@ class Schemas:
     def __init__(self) -> None:
         self._validators: dict[tuple[Version, Kind, str], Any] = {}
         self.actions: dict[Version, frozenset[str]] = {}
-        for version, package, request_suffix in ((V16, "ocpp.v16", ""), (V201, "ocpp.v201", "Request")):
-            folder = resources.files(package).joinpath("schemas")
+        for version, folder, request_suffix in ((V16, "v16", ""), (V201, "v201", "Request")):
             actions = set()
-            for entry in folder.iterdir():
+            for entry in sorted((ocpp_package_dir() / folder / "schemas").iterdir()):
                 name = entry.name
                 if not name.endswith(".json"):
                     continue
@@ -110,6 +110,14 @@ class Schemas:
             f"{'Response' if kind == 'response' else ''}: {path}: {error.message}",
             {"field": path, "keyword": keyword},
         )
+
+
+def ocpp_package_dir() -> Path:
+    """Where the `ocpp` package's files are, found without importing it (its __init__ pulls in asyncio)."""
+    spec = importlib.util.find_spec("ocpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the `ocpp` package (OCA JSON schemas) is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 _SCHEMAS: Schemas | None = None
