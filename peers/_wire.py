@@ -9,7 +9,6 @@ CALLRESULT payload it receives by message id, so nothing goes through a camelCas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -18,11 +17,44 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from ocpp.exceptions import GenericError, UnknownCallErrorCodeError
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+
+
+# OCPP-J 1.6 errata §5.1/§5.2 keep these misspelled codes on purpose; the `ocpp` library sends the 2.0.1
+# spellings on every version.
+ERROR_CODE_16 = {
+    "FormatViolation": "FormationViolation",
+    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+}
+
+
+def spell_for_16(message: str) -> str:
+    """Return `message` with a CALLERROR's code spelled the OCPP-J 1.6 way."""
+    frame = parse_frame(message)
+    if isinstance(frame, list) and len(frame) == 5 and frame[0] == CALLERROR and frame[2] in ERROR_CODE_16:
+        frame[2] = ERROR_CODE_16[frame[2]]
+        return orjson.dumps(frame).decode()
+    return message
+
+
+class UnlistedCallError(GenericError):
+    """A CALLERROR whose code the `ocpp` library has no class for (2.0.1 RpcFrameworkError, for one).
+
+    A subclass of `GenericError`, not of `OCPPError` directly: the library maps codes to classes by
+    walking `OCPPError.__subclasses__()`, so a direct subclass would change how it reads every CALLERROR.
+    """
+
+    def __init__(self, code: str, description: str = "", details: dict[str, Any] | None = None) -> None:
+        super().__init__(description, details)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.description} {self.details}"
 
 
 def utc_now() -> str:
@@ -57,8 +89,9 @@ class RecordingConnection:
         # The `ocpp` library handles one received CALL completely before the next `recv`, so the last
         # CALL is the one a handler is answering.
         self.last_call: tuple[str, dict[str, Any]] | None = None
-        # message id → CALLRESULT payload, taken by `call_wire`
+        # message id → CALLRESULT payload / CALLERROR frame, taken by `call_wire`
         self.result_payloads: dict[str, dict[str, Any]] = {}
+        self.error_frames: dict[str, list[Any]] = {}
 
     @property
     def open(self) -> bool:
@@ -73,6 +106,8 @@ class RecordingConnection:
                 self.last_call = (frame[1], frame[3])
             elif frame[0] == CALLRESULT and isinstance(frame[2], dict):
                 self.result_payloads[frame[1]] = frame[2]
+            elif frame[0] == CALLERROR:
+                self.error_frames[frame[1]] = frame
         return raw
 
     async def send(self, message: str) -> None:
@@ -95,9 +130,10 @@ class RecordingConnection:
 async def call_wire(charge_point: Any, payload: Any) -> dict[str, Any]:
     """Send `payload` through `charge_point.call` and return the CALLRESULT payload as received.
 
-    Raises the `ocpp` library's `OCPPError` for a CALLERROR (or a response failing its schema),
-    `TimeoutError` when no response arrives in time, and `ConnectionError` when the socket closes first
-    (the library alone would wait out the whole response timeout).
+    Raises the `ocpp` library's `OCPPError` for a CALLERROR or a response failing its schema
+    (`UnlistedCallError` for a code the library has no class for), `TimeoutError` when no response arrives
+    in time, and `ConnectionError` when the socket closes first (the library alone would wait out the whole
+    response timeout).
     """
     connection: RecordingConnection | None = charge_point._connection
     action = type(payload).__name__
@@ -110,22 +146,27 @@ async def call_wire(charge_point: Any, payload: Any) -> dict[str, Any]:
         await asyncio.wait({call, closed}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (call, closed):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            task.cancel()
+        await asyncio.gather(call, closed, return_exceptions=True)
     if call.cancelled():
         connection.result_payloads.pop(message_id, None)
         raise ConnectionError(f"{charge_point.id}: connection closed while waiting for the {action} response")
+    error_frame = connection.error_frames.pop(message_id, None)
     try:
         call.result()  # raises OCPPError or TimeoutError as they are
     except ConnectionClosed as exc:
         raise ConnectionError(f"{charge_point.id}: connection closed before {action} was sent") from exc
+    except UnknownCallErrorCodeError as exc:
+        assert error_frame is not None
+        raise UnlistedCallError(*error_frame[2:]) from exc
     return connection.result_payloads.pop(message_id)
 
 
 async def wait_for(
-    predicate: Callable[[], bool], timeout: float = 10.0, *, what: str | None = None  # noqa: ASYNC109
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,  # noqa: ASYNC109 - the interface tests call
+    *,
+    what: str | None = None,
 ) -> None:
     """Return once `predicate()` is true, polling every 20 ms; raise `TimeoutError` after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -17,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from peers._wire import CALL, RecordingConnection, call_wire, run_logged, utc_now
+from peers._wire import CALL, RecordingConnection, call_wire, run_logged, spell_for_16, utc_now
 
 __all__ = ["Charger16"]
 
@@ -39,7 +40,7 @@ class Charger16(ChargePoint):
     ) -> None:
         super().__init__(station_id, None, response_timeout=response_timeout)
         self.station_id = station_id
-        self.url = csms_url.rstrip("/") + "/" + station_id
+        self.url = csms_url.rstrip("/") + "/" + quote(station_id, safe="")
         self.connectors = connectors
         self.vendor = vendor
         self.model = model
@@ -69,12 +70,15 @@ class Charger16(ChargePoint):
         """Open the websocket (subprotocol `ocpp1.6`) and start answering the CSMS."""
         if self.connected:
             return
+        await self.close()  # the previous connection's reader, if any, must be gone first
         ws = await connect(self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5)
         if ws.subprotocol != "ocpp1.6":
             await ws.close()
             raise ConnectionError(f"{self.url}: server did not select subprotocol ocpp1.6")
-        self._connection = RecordingConnection(ws, record_in=self._record_in, record_out=self.frames_out.append)
-        self._response_queue = asyncio.Queue()
+        self._connection = RecordingConnection(
+            ws, record_in=self._record_in, record_out=self.frames_out.append
+        )
+        self._response_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._serve_task = asyncio.create_task(self._serve(self._connection))
 
     async def close(self) -> None:
@@ -91,6 +95,9 @@ class Charger16(ChargePoint):
                 await self.route_message(await connection.recv())
         except ConnectionClosed:
             pass
+
+    async def _send(self, message: str) -> None:
+        await super()._send(spell_for_16(message))
 
     def _record_in(self, frame: Any) -> None:
         self.frames_in.append(frame)
@@ -132,7 +139,9 @@ class Charger16(ChargePoint):
         self.open_transactions[transaction_id] = connector_id
         return transaction_id
 
-    async def meter_values(self, connector_id: int, wh: int, transaction_id: int | None = None) -> dict[str, Any]:
+    async def meter_values(
+        self, connector_id: int, wh: int, transaction_id: int | None = None
+    ) -> dict[str, Any]:
         self.registers_wh[connector_id] = wh
         sample = {
             "timestamp": utc_now(),

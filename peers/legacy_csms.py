@@ -11,9 +11,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
+from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
@@ -21,14 +23,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from peers._wire import RecordingConnection, call_wire, utc_now
-from peers._wire import wait_for as _wait_for
+from peers._wire import RecordingConnection, call_wire, spell_for_16, utc_now, wait_for
 
 __all__ = ["LegacyCsms", "LegacyTransaction", "wait_for"]
 
 LOGGER = logging.getLogger("peers.legacy_csms")
-
-wait_for = _wait_for
 
 
 @dataclass
@@ -62,8 +61,11 @@ class LegacyCsms:
         accepted_id_tags: Iterable[str] = ("TAG0001", "TAG0002", "TAG0003"),
         heartbeat_interval: int = 300,
         boot_status: str = "Accepted",
+        *,
+        response_timeout: float = 10.0,
     ) -> None:
         self.accepted_id_tags = set(accepted_id_tags)
+        self.response_timeout = response_timeout
         self.heartbeat_interval = heartbeat_interval
         self.boot_status = boot_status
         self.port = 0
@@ -96,9 +98,7 @@ class LegacyCsms:
         """Listen on `host:port` (0 picks a free port) for `ocpp1.6` websocket connections."""
         if self._server is not None:
             raise RuntimeError(f"legacy CSMS already listening on port {self.port}")
-        self._server = await serve(
-            self._serve_station, host, port, subprotocols=[Subprotocol("ocpp1.6")]
-        )
+        self._server = await serve(self._serve_station, host, port, subprotocols=[Subprotocol("ocpp1.6")])
         self.port = self._server.sockets[0].getsockname()[1]
         url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
         self.url = f"ws://{url_host}:{self.port}/ocpp"
@@ -112,13 +112,17 @@ class LegacyCsms:
         await server.wait_closed()
 
     async def wait_for(
-        self, predicate: Callable[[], bool], timeout: float = 10.0, *, what: str | None = None  # noqa: ASYNC109
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 - the interface tests call
+        *,
+        what: str | None = None,
     ) -> None:
         """Return once `predicate()` is true, polling every 20 ms; raise `TimeoutError` after `timeout` s."""
-        await _wait_for(predicate, timeout, what=what)
+        await wait_for(predicate, timeout, what=what)
 
     def is_accepted(self, id_tag: str) -> bool:
-        # OCPP 1.6 §7.28: IdToken is a CiString20Type, compared case-insensitively
+        # OCPP 1.6: an idTag is a CiString20Type, and CiStrings compare case-insensitively
         return id_tag.casefold() in {tag.casefold() for tag in self.accepted_id_tags}
 
     def id_tag_info(self, id_tag: str) -> dict[str, str]:
@@ -154,9 +158,7 @@ class LegacyCsms:
         return await self._call(station_id, call.Reset(type=type))
 
     async def change_availability(self, station_id: str, connector_id: int, type: str) -> dict[str, Any]:
-        return await self._call(
-            station_id, call.ChangeAvailability(connector_id=connector_id, type=type)
-        )
+        return await self._call(station_id, call.ChangeAvailability(connector_id=connector_id, type=type))
 
     async def unlock_connector(self, station_id: str, connector_id: int) -> dict[str, Any]:
         return await self._call(station_id, call.UnlockConnector(connector_id=connector_id))
@@ -232,7 +234,7 @@ class _LegacySession(ChargePoint):
     """One station's OCPP 1.6 connection to the legacy CSMS."""
 
     def __init__(self, station_id: str, connection: RecordingConnection, csms: LegacyCsms) -> None:
-        super().__init__(station_id, connection, response_timeout=10)
+        super().__init__(station_id, connection, response_timeout=csms.response_timeout)
         self.connection = connection
         self.csms = csms
 
@@ -243,8 +245,14 @@ class _LegacySession(ChargePoint):
         except ConnectionClosed:
             pass
 
+    async def _send(self, message: str) -> None:
+        await super()._send(spell_for_16(message))
+
     def _payload(self, message_id: str) -> dict[str, Any]:
-        return self.connection.call_payload(message_id)
+        """The wire payload of the CALL being handled, after checking its timestamps."""
+        payload = self.connection.call_payload(message_id)
+        _require_timestamps(payload)
+        return payload
 
     @on(Action.boot_notification)
     def on_boot_notification(self, call_unique_id: str, **_: Any) -> call_result.BootNotification:
@@ -327,3 +335,30 @@ class _LegacySession(ChargePoint):
     ) -> call_result.FirmwareStatusNotification:
         self.csms.firmware_statuses.setdefault(self.id, []).append(status)
         return call_result.FirmwareStatusNotification()
+
+
+def _require_timestamps(value: Any, path: str = "") -> None:
+    """Raise TypeConstraintViolation for a `timestamp` that is not a date-time with a UTC offset.
+
+    The `ocpp` library validates without a format checker, so `"format": "date-time"` is not enforced.
+    """
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _require_timestamps(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if key == "timestamp" and not _is_date_time(item):
+                raise TypeConstraintViolationError(
+                    details={"cause": f"{where}: {item!r} is not a date-time with a UTC offset"}
+                )
+            _require_timestamps(item, where)
+
+
+def _is_date_time(value: Any) -> bool:
+    if not isinstance(value, str) or "T" not in value:
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
