@@ -17,7 +17,7 @@ from proxy.server import ProxySettings
 from translators.bridge import TranslationConfig
 
 
-def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str | None) -> None:
+def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str | None, log_level: str) -> None:
     config.add(parser, "--listen", config.host_port, config.host_port(listen), "charger-facing HOST:PORT")
     config.add(
         parser,
@@ -43,7 +43,7 @@ def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str 
         "reject",
         "2.0.1 idTokens over 20 characters: reject with a CALLERROR or send a 20-char alias",
     )
-    config.add(parser, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level")
+    config.add(parser, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), log_level, "log level")
 
 
 def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     proxy = commands.add_parser("proxy", help="run the proxy in front of a legacy OCPP 1.6 CSMS")
-    add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400")
+    add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400", log_level="INFO")
     config.add(
         proxy,
         "--legacy-url",
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="run everything embedded: Redis, legacy CSMS, proxy, chargers")
-    add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400")
+    add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400", log_level="WARNING")
     config.add(demo, "--chargers", config.positive_int, 5, "simulated 2.0.1 chargers")
     config.add(demo, "--duration", config.positive_float, None, "seconds to run (default: until Ctrl-C)")
     return parser
@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=values["log_level"], format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
+    if values["log_level"] != "DEBUG":
+        logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per socket is noise at INFO
     if args.command == "proxy":
         return run(serve_proxy(values))
     from peers.demo import run_demo

@@ -37,7 +37,10 @@ def redis_url(text: str) -> str:
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number greater than 0") from None
     if value <= 0:
         raise ValueError("must be a number greater than 0")
     return value

@@ -1,0 +1,112 @@
+"""`cutover demo`: everything embedded on loopback — Redis, the reference legacy 1.6 CSMS, the proxy, a
+fleet of simulated 2.0.1 chargers and one 1.6 charger — with a live summary until Ctrl-C or --duration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from peers.charger16 import Charger16
+from peers.fleet import run_fleet
+from peers.legacy_csms import LegacyCsms
+from proxy.app import RunningProxy, start_proxy
+from proxy.cli import proxy_settings
+from proxy.redis_embedded import EmbeddedRedis
+
+log = logging.getLogger("cutover.demo")
+
+
+async def charge_16(url: str, stop: asyncio.Event) -> None:
+    """One 1.6 charger through the passthrough, charging in a loop."""
+    charger = Charger16("SIM16-001", url)
+    meter = 0
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, "Available")
+        while not stop.is_set():
+            tx = await charger.start_transaction(1, "TAG0001", meter_start=meter)
+            await charger.status(1, "Charging")
+            for _ in range(3):
+                meter += 1000
+                await asyncio.sleep(0.25)
+                await charger.meter_values(1, meter, tx)
+            await charger.stop_transaction(tx, meter, "Local")
+            await charger.status(1, "Available")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        log.warning("demo_16_charger_stopped error=%r", exc)
+    finally:
+        await charger.close()
+
+
+def summary(running: RunningProxy, legacy: LegacyCsms, started: float) -> str:
+    health = running.health()
+    stations: dict[str, int] = health["stations"]  # type: ignore[assignment]
+    ended = sum(1 for tx in legacy.transactions.values() if tx.ended)
+    return (
+        f"{time.monotonic() - started:5.0f}s  stations ocpp2.0.1={stations.get('ocpp2.0.1', 0)} "
+        f"ocpp1.6={stations.get('ocpp1.6', 0)}  legacy transactions started={len(legacy.transactions)} "
+        f"ended={ended}  frames tee'd={health['tee_written']} dropped={health['tee_dropped']}"
+    )
+
+
+async def run_demo(values: dict[str, Any]) -> int:
+    embedded = None
+    redis_url = values["redis_url"]
+    if redis_url is None:
+        embedded = EmbeddedRedis().start()
+        redis_url = embedded.url
+    legacy = LegacyCsms(accepted_id_tags=("TAG0001", "TAG0002", "TAG0003"))
+    await legacy.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        running = await start_proxy(proxy_settings(values, legacy.url), redis_url, values["admin_listen"])
+    except OSError as exc:
+        print(f"cutover demo: cannot listen: {exc} (choose another --admin-listen / --listen)", file=sys.stderr)
+        await legacy.stop()
+        if embedded is not None:
+            embedded.stop()
+        return 1
+    url = f"ws://127.0.0.1:{running.proxy.port}/ocpp"
+    print(f"ocpp-cutover demo — Redis {redis_url}{' (embedded)' if embedded else ''}, legacy 1.6 CSMS {legacy.url}")
+    print(f"proxy listening on {url}/<station-id>")
+    if running.admin is not None:
+        print(f"metrics: {running.admin.url}/metrics   health: {running.admin.url}/healthz")
+    print(f"{values['chargers']} simulated 2.0.1 chargers + 1 OCPP 1.6 charger; Ctrl-C to stop", flush=True)
+
+    started = time.monotonic()
+    fleet = asyncio.create_task(run_fleet(url, values["chargers"], duration=None, stop=stop))
+    charger_16 = asyncio.create_task(charge_16(url, stop))
+    if values["duration"] is not None:
+        loop.call_later(values["duration"], stop.set)
+    live = sys.stdout.isatty()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            line = summary(running, legacy, started)
+            print(("\r" + line + "  ") if live else line, end="" if live else "\n", flush=True)
+        result = await fleet
+        await charger_16
+    finally:
+        await running.stop()
+        await legacy.stop()
+        if embedded is not None:
+            embedded.stop()
+    open_at_legacy = [tx for tx in legacy.transactions.values() if not tx.ended]
+    print(("\n" if live else "") + "final: " + summary(running, legacy, started))
+    print(
+        f"fleet: sessions started={result['sessions_started']} ended={result['sessions_ended']} "
+        f"errors={result['errors']}; legacy transactions still open={len(open_at_legacy)}"
+    )
+    return 0

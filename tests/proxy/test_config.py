@@ -1,0 +1,52 @@
+"""Configuration: flags, CUTOVER_* variables, and errors that name the setting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from proxy import config
+from proxy.cli import build_parser
+
+
+def resolve(argv: list[str]) -> dict[str, object]:
+    return config.resolve(build_parser().parse_args(argv))
+
+
+def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUTOVER_LEGACY_URL", "ws://csms:9000/ocpp/{station}")
+    monkeypatch.setenv("CUTOVER_CALL_TIMEOUT", "12.5")
+    monkeypatch.setenv("CUTOVER_LISTEN", "0.0.0.0:9001")
+    values = resolve(["proxy", "--listen", "127.0.0.1:9002"])
+    assert values["legacy_url"] == "ws://csms:9000/ocpp/{station}"
+    assert values["call_timeout"] == 12.5
+    assert values["listen"] == ("127.0.0.1", 9002)  # the flag wins
+    assert values["redis_url"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["proxy", "--legacy-url", "http://csms/ocpp"], {}, "--legacy-url: 'http://csms/ocpp' must be a ws:// or wss:// URL"),
+        (["proxy", "--legacy-url", "ws://c/o", "--listen", "9000"], {}, "--listen: '9000' must be HOST:PORT"),
+        (["proxy", "--legacy-url", "ws://c/o"], {"CUTOVER_CALL_TIMEOUT": "-3"}, "CUTOVER_CALL_TIMEOUT: '-3' must be a number greater than 0"),
+        (["proxy", "--legacy-url", "ws://c/o", "--long-id-token", "cut"], {}, "--long-id-token: 'cut' must be one of reject, alias"),
+        (["proxy", "--legacy-url", "ws://c/o", "--redis-url", "localhost:6379"], {}, "--redis-url: 'localhost:6379' must be a redis://"),
+    ],
+)
+def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(config.ConfigError) as caught:
+        resolve(argv)
+    assert message in str(caught.value)
+
+
+def test_cli_exits_2_with_the_message_and_requires_the_legacy_url() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "proxy"], capture_output=True, text=True, env={"PATH": ""}, timeout=30
+    )
+    assert result.returncode == 2
+    assert "--legacy-url (CUTOVER_LEGACY_URL) is required" in result.stderr
