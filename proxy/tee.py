@@ -22,12 +22,13 @@ from proxy import metrics
 log = logging.getLogger("cutover.tee")
 
 ENVELOPE_VERSION = 1
+STREAM_PREFIX = "cutover:tee:"
 
 
 def stream_key(station_id: str, shards: int) -> str:
     """The stream of a station: a hash-tagged shard key, so Redis Cluster spreads the shards."""
     shard = zlib.crc32(station_id.encode()) % shards
-    return f"cutover:tee:{{{shard}}}"
+    return f"{STREAM_PREFIX}{{{shard}}}"
 
 
 def envelope(

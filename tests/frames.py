@@ -8,19 +8,14 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from proxy.tee import unpack
+from shadow.streams import read_envelopes
 from translators import schemas
 
 VERSION_OF = {"ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}
 
 
 async def tee_envelopes(client: redis.Redis) -> list[dict[str, Any]]:
-    envelopes = []
-    async for key in client.scan_iter(match="cutover:tee:*"):
-        for _entry_id, fields in await client.xrange(key):
-            envelopes.append(unpack(fields[b"e"]))
-    envelopes.sort(key=lambda e: (e["conn"], e["seq"]))
-    return envelopes
+    return await read_envelopes(client)
 
 
 def invalid_emitted_frames(envelopes: list[dict[str, Any]]) -> list[str]:

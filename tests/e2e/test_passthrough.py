@@ -10,6 +10,7 @@ from peers.charger16 import Charger16
 from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy
 from tests.conftest import proxy_url
+from shadow.streams import read_envelopes
 from tests.frames import tee_envelopes
 
 
@@ -47,3 +48,23 @@ async def test_16_frames_are_relayed_byte_for_byte(
     assert charger_in["frame"] == legacy_out["frame"] == raw.encode()
     assert [e["proto"] for e in envelopes] == ["ocpp1.6"] * 4
     assert [e["seq"] for e in envelopes] == [0, 1, 2, 3]
+
+
+async def test_tee_envelopes_carry_the_documented_fields(
+    proxy: RunningProxy, legacy: LegacyCsms, redis_client: redis.Redis
+) -> None:
+    async with connect(proxy_url(proxy) + "/TEE01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        await ws.send('[2, "hb", "Heartbeat", {}]')
+        await ws.recv()
+    await proxy.tee.flush()
+    envelopes = await read_envelopes(redis_client, "TEE01")
+    assert [(e["leg"], e["dir"], e["proto"]) for e in envelopes] == [
+        ("charger", "in", "ocpp2.0.1"),
+        ("legacy", "out", "ocpp1.6"),
+        ("legacy", "in", "ocpp1.6"),
+        ("charger", "out", "ocpp2.0.1"),
+    ]
+    first = envelopes[0]
+    assert set(first) == {"v", "station", "conn", "seq", "leg", "dir", "proto", "t_ns", "frame"}
+    assert first["v"] == 1 and first["station"] == "TEE01" and first["frame"] == b'[2, "hb", "Heartbeat", {}]'
+    assert envelopes[0]["t_ns"] <= envelopes[-1]["t_ns"]
