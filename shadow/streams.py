@@ -17,7 +17,8 @@ async def read_envelopes(client: redis.Redis, station_id: str | None = None, sha
         keys = [key.decode() async for key in client.scan_iter(match=STREAM_PREFIX + "*")]
     envelopes = []
     for key in keys:
-        for _entry_id, fields in await client.xrange(key):
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(key)  # type: ignore[assignment]
+        for _entry_id, fields in entries:
             envelope = unpack(fields[b"e"])
             if station_id is None or envelope["station"] == station_id:
                 envelopes.append(envelope)

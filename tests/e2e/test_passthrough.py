@@ -9,8 +9,8 @@ from websockets.asyncio.client import connect
 from peers.charger16 import Charger16
 from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy
-from tests.conftest import proxy_url
 from shadow.streams import read_envelopes
+from tests.conftest import proxy_url
 from tests.frames import tee_envelopes
 
 

@@ -30,8 +30,13 @@ async def test_metrics_and_health(proxy: RunningProxy, legacy: LegacyCsms) -> No
         for sample in family.samples
     }
     assert samples[("cutover_connected_stations", (("subprotocol", "ocpp2.0.1"),))] >= 1
-    boot_in = ("cutover_frames_total", (("action", "BootNotification"), ("direction", "in"), ("leg", "charger"), ("message_type", "call")))
+    boot_in = (
+        "cutover_frames_total",
+        (("action", "BootNotification"), ("direction", "in"), ("leg", "charger"), ("message_type", "call")),
+    )
     assert samples[boot_in] >= 1
-    assert any(name == "cutover_call_duration_seconds_count" and dict(labels)["leg"] == "legacy" for name, labels in samples)
+    assert any(
+        name == "cutover_call_duration_seconds_count" and dict(labels)["leg"] == "legacy" for name, labels in samples
+    )
     for name in ("cutover_tee_dropped_frames_total", "cutover_tee_queue_depth", "cutover_translation_errors_total"):
         assert f"# TYPE {name.removesuffix('_total')}" in text

@@ -29,14 +29,32 @@ def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["proxy", "--legacy-url", "http://csms/ocpp"], {}, "--legacy-url: 'http://csms/ocpp' must be a ws:// or wss:// URL"),
+        (
+            ["proxy", "--legacy-url", "http://csms/ocpp"],
+            {},
+            "--legacy-url: 'http://csms/ocpp' must be a ws:// or wss:// URL",
+        ),
         (["proxy", "--legacy-url", "ws://c/o", "--listen", "9000"], {}, "--listen: '9000' must be HOST:PORT"),
-        (["proxy", "--legacy-url", "ws://c/o"], {"CUTOVER_CALL_TIMEOUT": "-3"}, "CUTOVER_CALL_TIMEOUT: '-3' must be a number greater than 0"),
-        (["proxy", "--legacy-url", "ws://c/o", "--long-id-token", "cut"], {}, "--long-id-token: 'cut' must be one of reject, alias"),
-        (["proxy", "--legacy-url", "ws://c/o", "--redis-url", "localhost:6379"], {}, "--redis-url: 'localhost:6379' must be a redis://"),
+        (
+            ["proxy", "--legacy-url", "ws://c/o"],
+            {"CUTOVER_CALL_TIMEOUT": "-3"},
+            "CUTOVER_CALL_TIMEOUT: '-3' must be a number greater than 0",
+        ),
+        (
+            ["proxy", "--legacy-url", "ws://c/o", "--long-id-token", "cut"],
+            {},
+            "--long-id-token: 'cut' must be one of reject, alias",
+        ),
+        (
+            ["proxy", "--legacy-url", "ws://c/o", "--redis-url", "localhost:6379"],
+            {},
+            "--redis-url: 'localhost:6379' must be a redis://",
+        ),
     ],
 )
-def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_values_name_the_setting(
+    argv: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(config.ConfigError) as caught:
