@@ -60,7 +60,6 @@ def transaction_event(ctx: Context, payload: dict[str, Any]) -> Generator[Reques
         if created is None:
             return {}
         tx = created
-    tx.seq_no = payload["seqNo"]
     tx.charging_state = info.get("chargingState", tx.charging_state)
     meter_values = payload.get("meterValue", [])
     latest = register_wh(meter_values)
@@ -78,6 +77,19 @@ def transaction_event(ctx: Context, payload: dict[str, Any]) -> Generator[Reques
 
     if payload["eventType"] == "Ended":
         return (yield from end(ctx, tx, payload, token_tag))
+    reply = yield from update(ctx, tx, payload, token_tag)
+    # Only now is the event translated: a proxy that dies before this point translates it again when the
+    # charger retransmits it, rather than taking the retransmission for a duplicate.
+    tx.seq_no = max(tx.seq_no, payload["seqNo"])
+    ctx.touch()
+    return reply
+
+
+def update(
+    ctx: Context, tx: Transaction, payload: dict[str, Any], token_tag: str | None
+) -> Generator[Request, Any, dict[str, Any]]:
+    """A Started or Updated event: meter values and charging-state changes for the legacy."""
+    meter_values = payload.get("meterValue", [])
 
     if payload["eventType"] == "Updated" and meter_values:
         converted = to_meter_values_16(ctx, meter_values)

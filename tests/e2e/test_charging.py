@@ -27,6 +27,7 @@ async def test_authorized_session_becomes_one_legacy_transaction(
     assert tx.meter_start == reported["meter_start_wh"]
     assert tx.meter_stop == reported["meter_stop_wh"] == reported["meter_start_wh"] + 4500
     assert tx.stop_reason == "Local"
+    assert (tx.start_timestamp, tx.stop_timestamp) == (reported["started"], reported["ended"])
     assert len(tx.meter_values) == 3
     first_answer = next(r for r in charger.tx_responses if "idTokenInfo" in r)
     assert first_answer["idTokenInfo"]["status"] == "Accepted"

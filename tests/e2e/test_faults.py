@@ -23,6 +23,7 @@ from peers.legacy_csms import LegacyCsms, wait_for
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import EmbeddedRedis, free_port
 from tests.conftest import proxy_url, settings_for
+from tests.frames import invalid_emitted_frames, tee_envelopes
 
 
 def port_open(port: int) -> bool:
@@ -92,6 +93,7 @@ async def test_proxy_killed_mid_transaction_resumes_it(
     assert legacy_tx.meter_stop == reported["meter_stop_wh"] == reported["meter_start_wh"] + 3500
     assert legacy_tx.stop_id_tag == "TAG0001"
     assert len(legacy_tx.meter_values) == 2
+    assert invalid_emitted_frames(await tee_envelopes(redis_client)) == []  # both proxy processes' frames
 
 
 async def test_legacy_down_closes_the_charger_and_queued_events_arrive_in_order(

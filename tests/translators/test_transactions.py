@@ -1,0 +1,72 @@
+"""Transactions across a proxy restart: the state a restarted proxy loads is what was persisted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tests.translators.conversation import new_bridge
+from translators.bridge import Bridge
+from translators.state import StationState
+
+T0, T1, T2 = "2026-11-24T19:43:27.000Z", "2026-11-24T19:43:28.000Z", "2026-11-24T19:43:29.000Z"
+TOKEN = {"idToken": "TAG0001", "type": "ISO14443"}
+
+
+def event(message_id: str, seq: int, event_type: str, **fields: Any) -> bytes:
+    payload = {
+        "eventType": event_type,
+        "seqNo": seq,
+        "timestamp": T1,
+        "triggerReason": "Authorized",
+        "transactionInfo": {"transactionId": "tx-r"},
+        **fields,
+    }
+    return orjson.dumps([2, message_id, "TransactionEvent", payload])
+
+
+def legacy_calls(bridge: Bridge, raw: bytes, answers: dict[str, Any]) -> list[str]:
+    """Deliver a charger frame and answer each legacy CALL it causes; the actions the legacy got."""
+    outcome = bridge.receive("charger", raw, 0)
+    actions = []
+    while outcome.to_legacy:
+        (call,) = (orjson.loads(f) for f in outcome.to_legacy)
+        actions.append(call[2])
+        if call[2] not in answers:
+            break  # left unanswered: the proxy "dies" here
+        outcome = bridge.receive("legacy", orjson.dumps([3, call[1], answers[call[2]]]), 0)
+    return actions
+
+
+def restarted(bridge: Bridge) -> Bridge:
+    """A new bridge on the state as persisted (every outcome's state change is saved before sending)."""
+    fresh = new_bridge()
+    fresh.state = StationState.loads(bridge.state.dumps())
+    return fresh
+
+
+START = {"transactionId": 5, "idTagInfo": {"status": "Accepted"}}
+MV = [{"timestamp": T2, "sampledValue": [{"value": 900, "context": "Sample.Periodic"}]}]
+
+
+def test_an_event_interrupted_by_a_restart_is_translated_again() -> None:
+    first = new_bridge()
+    started = event("c1", 0, "Started", evse={"id": 1}, idToken=TOKEN)
+    assert legacy_calls(first, started, {"StartTransaction": START, "StatusNotification": {}}) == [
+        "StartTransaction", "StatusNotification",
+    ]  # fmt: skip
+    updated = event("c2", 1, "Updated", meterValue=MV)
+    assert legacy_calls(first, updated, {}) == ["MeterValues"]  # sent, never acknowledged
+
+    second = restarted(first)
+    assert legacy_calls(second, updated, {"MeterValues": {}}) == ["MeterValues"]  # not taken for a duplicate
+    assert legacy_calls(second, updated, {"MeterValues": {}}) == []  # now it is one
+
+    ended = event("c3", 2, "Ended", transactionInfo={"transactionId": "tx-r", "stoppedReason": "Local"})
+    assert legacy_calls(second, ended, {}) == ["StopTransaction"]
+    third = restarted(second)
+    assert legacy_calls(third, ended, {"StopTransaction": {}, "StatusNotification": {}}) == [
+        "StopTransaction", "StatusNotification",
+    ]  # fmt: skip
+    assert legacy_calls(restarted(third), ended, {}) == []  # a retransmitted Ended after the stop
