@@ -18,9 +18,11 @@ from typing import Any
 
 import orjson
 from ocpp.exceptions import GenericError, UnknownCallErrorCodeError
+from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 
@@ -185,3 +187,24 @@ async def run_logged(coro: Awaitable[Any], logger: logging.Logger, event: str, *
     except Exception as exc:
         details = " ".join(f"{key}={value}" for key, value in fields.items())
         logger.warning("%s %s error=%r", event, details, exc)
+
+
+class RecordingPeer:
+    """What both simulated chargers share: frame records and opening a recorded OCPP connection."""
+
+    frames_in: list[Any]
+    frames_out: list[Any]
+    received_calls: list[tuple[str, dict[str, Any]]]
+
+    def _record_in(self, frame: Any) -> None:
+        self.frames_in.append(frame)
+        if isinstance(frame, list) and len(frame) == 4 and frame[0] == CALL:
+            self.received_calls.append((frame[2], frame[3]))
+
+    async def _open(self, url: str, subprotocol: str) -> RecordingConnection:
+        """Connect to `url` insisting on `subprotocol`; the connection records both directions."""
+        ws = await connect(url, subprotocols=[Subprotocol(subprotocol)], open_timeout=5)
+        if ws.subprotocol != subprotocol:
+            await ws.close()
+            raise ConnectionError(f"{url}: server did not select subprotocol {subprotocol}")
+        return RecordingConnection(ws, record_in=self._record_in, record_out=self.frames_out.append)

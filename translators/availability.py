@@ -39,6 +39,12 @@ def flat_connector(ctx: Context, evse_id: int, connector_id: int | None) -> int:
     return flat
 
 
+def evse_ref(state: StationState, connector_id: int) -> dict[str, int] | None:
+    """The 2.0.1 EVSEType of a flat 1.6 connector id, or None if the station never showed that connector."""
+    evse = state.evse_for(connector_id)
+    return None if evse is None else {"id": evse[0], "connectorId": evse[1]}
+
+
 def status_16(state: StationState, connector_id: int) -> str:
     """The 1.6 ChargePointStatus of a connector from its 2.0.1 status and its transaction."""
     reported = state.connector_status.get(connector_id)
@@ -90,10 +96,10 @@ def status_notification(ctx: Context, payload: dict[str, Any]) -> Generator[Requ
 def change_availability(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
     request: dict[str, Any] = {"operationalStatus": payload["type"]}
     if payload["connectorId"] != 0:  # 1.6 connector 0 is the whole charge point: 2.0.1 omits evse
-        evse = ctx.state.evse_for(payload["connectorId"])
+        evse = evse_ref(ctx.state, payload["connectorId"])
         if evse is None:
             return {"status": "Rejected"}
-        request["evse"] = {"id": evse[0], "connectorId": evse[1]}
+        request["evse"] = evse
     answer = yield Request("ChangeAvailability", request)
     return {"status": AVAILABILITY_STATUS[answer["status"]]}
 

@@ -102,6 +102,17 @@ class Outcome:
         (self.to_charger if leg == CHARGER else self.to_legacy).append(frame)
 
 
+def parse_or_refuse(leg: LegName, raw: str | bytes, version: Version, out: Outcome) -> rpc.Message | None:
+    """The parsed frame, or None after answering an unreadable CALL with its CALLERROR in `out`."""
+    try:
+        return rpc.parse(raw)
+    except FrameError as exc:
+        out.events.append(Event("bad_frame", leg, "", exc.error.code))
+        if exc.is_call:
+            out.send(leg, rpc.dump_error(exc.message_id, exc.error, version))
+        return None
+
+
 @dataclass
 class Context:
     """What a handler sees: the station state, the configuration and the time of the triggering frame."""
@@ -188,12 +199,8 @@ class Bridge:
         """Handle one frame received on `leg_name`."""
         out = Outcome()
         leg = self._legs[leg_name]
-        try:
-            message = rpc.parse(raw)
-        except FrameError as exc:
-            out.events.append(Event("bad_frame", leg_name, "", exc.error.code))
-            if exc.is_call:
-                out.send(leg_name, rpc.dump_error(exc.message_id, exc.error, leg.version))
+        message = parse_or_refuse(leg_name, raw, leg.version, out)
+        if message is None:
             return out
         if isinstance(message, Call):
             self._on_call(leg, message, now, out)

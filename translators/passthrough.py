@@ -8,8 +8,8 @@ as a CALLERROR instead. Valid frames are relayed unchanged.
 from __future__ import annotations
 
 from translators import rpc
-from translators.bridge import CHARGER, LEGACY, Event, LegName, Outcome
-from translators.rpc import Call, CallError, FrameError, NotImplementedAction, OcppError, Version
+from translators.bridge import CHARGER, LEGACY, Event, LegName, Outcome, parse_or_refuse
+from translators.rpc import Call, CallError, NotImplementedAction, OcppError, Version
 from translators.schemas import Schemas
 
 
@@ -25,12 +25,8 @@ class Passthrough:
     def receive(self, leg: LegName, raw: str | bytes, now: float) -> Outcome:
         out = Outcome()
         other: LegName = LEGACY if leg == CHARGER else CHARGER
-        try:
-            message = rpc.parse(raw)
-        except FrameError as exc:
-            out.events.append(Event("bad_frame", leg, "", exc.error.code))
-            if exc.is_call:
-                out.send(leg, rpc.dump_error(exc.message_id, exc.error, self.version))
+        message = parse_or_refuse(leg, raw, self.version, out)
+        if message is None:
             return out
         if isinstance(message, Call):
             try:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from translators.availability import evse_ref
 from translators.bridge import Context, Disposition, Request
 
 # messages.md §2.10: 2.0.1 UnlockStatusEnumType → 1.6 UnlockStatus.
@@ -41,10 +42,10 @@ def unlock_connector(ctx: Context, payload: dict[str, Any]) -> Generator[Request
 def trigger_message(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
     request: dict[str, Any] = {"requestedMessage": TRIGGER_16_TO_201[payload["requestedMessage"]]}
     if payload.get("connectorId"):
-        evse = ctx.state.evse_for(payload["connectorId"])
+        evse = evse_ref(ctx.state, payload["connectorId"])
         if evse is None:
             return {"status": "Rejected"}
-        request["evse"] = {"id": evse[0], "connectorId": evse[1]}
+        request["evse"] = evse
     answer = yield Request("TriggerMessage", request)
     return {"status": TRIGGER_STATUS[answer["status"]]}
 
