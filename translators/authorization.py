@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Generator
 from typing import Any
 
+from translators import iso15118
 from translators.bridge import Context, Disposition, Request
 from translators.rpc import PropertyConstraintViolation
 
@@ -53,6 +54,9 @@ def to_id_token_info(id_tag_info: dict[str, Any]) -> dict[str, Any]:
 
 
 def authorize(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
+    if "certificate" in payload or "iso15118CertificateHashData" in payload:
+        # OCA PnC application note §5: a Plug & Charge authorization SHALL NOT use the regular Authorize.req.
+        return (yield from iso15118.authorize(ctx, payload))
     id_tag = to_id_tag(ctx, payload["idToken"])
     answer = yield Request("Authorize", {"idTag": id_tag})
     return {"idTokenInfo": to_id_token_info(answer["idTagInfo"])}

@@ -37,7 +37,7 @@ from translators.rpc import (
     Version,
 )
 from translators.schemas import Schemas
-from translators.state import StationState
+from translators.state import DeviceModel, StationState
 
 log = logging.getLogger("cutover.translators")
 
@@ -96,6 +96,7 @@ class Outcome:
     to_charger: list[bytes] = field(default_factory=list)
     to_legacy: list[bytes] = field(default_factory=list)
     state_changed: bool = False
+    device_model_changed: bool = False
     events: list[Event] = field(default_factory=list)
 
     def send(self, leg: LegName, frame: bytes) -> None:
@@ -120,34 +121,53 @@ class Context:
     state: StationState
     config: TranslationConfig
     now: float
+    device_model: DeviceModel
     changed: bool = False
+    device_model_changed: bool = False
     events: list[Event] = field(default_factory=list)
+    spawned: list[tuple[Handler, dict[str, Any]]] = field(default_factory=list)
 
     def touch(self) -> None:
         """Mark the station state changed: the I/O layer persists it before sending the outcome."""
         self.changed = True
+
+    def spawn(self, handler: Handler, payload: dict[str, Any]) -> None:
+        """Run `handler` as the proxy's own exchange (e.g. GetBaseReport after a boot); nobody gets its result."""
+        self.spawned.append((handler, payload))
 
     def lossy(self, action: str, detail: str) -> None:
         self.events.append(Event("lossy", "", action, detail))
 
 
 Handler = Callable[[Context, dict[str, Any]], Generator[Request, Any, dict[str, Any]]]
+Kind = Literal["translated", "local", "mirror-only", "refused"]
 
 
 @dataclass(frozen=True)
 class Disposition:
-    """What the proxy does with one action arriving on one leg (read by the dispatcher and `coverage`)."""
+    """What the proxy does with one action arriving on one leg (read by the dispatcher and `coverage`).
 
-    kind: Literal["translated", "local", "mirror-only", "refused"]
+    `translated`: to `targets` on the other leg; `local`: the proxy answers (and may act on it);
+    `mirror-only`: answered by the proxy only so the tee carries it to the shadow; `refused`: answered
+    with `error` and `reason`. `lossy` names every value the translation cannot carry across.
+    """
+
+    kind: Kind
     targets: tuple[str, ...] = ()
     handler: Handler | None = None
     reason: str = ""
+    error: type[OcppError] = NotSupported
+    lossy: tuple[str, ...] = ()
+
+
+def refused(reason: str, error: type[OcppError] = NotSupported) -> Disposition:
+    return Disposition("refused", reason=reason, error=error)
 
 
 @dataclass
 class _Job:
     origin: LegName
-    message_id: str
+    message_id: str | None  # None for the proxy's own jobs
     action: str
     ctx: Context
     gen: Generator[Request, Any, dict[str, Any]]
@@ -184,8 +204,10 @@ class Bridge:
         legacy_calls: dict[str, Disposition],
         config: TranslationConfig | None = None,
         id_prefix: str = "p",
+        device_model: DeviceModel | None = None,
     ) -> None:
         self.state = state
+        self.device_model = device_model or DeviceModel()
         self.schemas = schemas
         self.config = config or TranslationConfig()
         self._legs = {
@@ -251,7 +273,7 @@ class Bridge:
             out.events.append(Event("refused", leg.name, call.action, error.code))
             out.send(leg.name, rpc.dump_error(call.message_id, error, leg.version))
             return
-        ctx = Context(self.state, self.config, now)
+        ctx = Context(self.state, self.config, now, self.device_model)
         job = _Job(leg.name, call.message_id, call.action, ctx, handler(ctx, call.payload))
         leg.jobs.append(job)
         if len(leg.jobs) == 1:
@@ -262,9 +284,10 @@ class Bridge:
             raise NotImplementedAction(f"{call.action} is not an OCPP {leg.version} action")
         self.schemas.validate(leg.version, "request", call.action, call.payload)
         disposition = leg.dispositions.get(call.action)
-        if disposition is None or disposition.handler is None:
-            reason = disposition.reason if disposition else f"ocpp-cutover does not handle {call.action} yet"
-            raise NotSupported(reason)
+        if disposition is None:  # every action of both versions is declared: a missing one is our bug
+            raise InternalError(f"ocpp-cutover declares no disposition for {call.action}")
+        if disposition.handler is None:
+            raise disposition.error(disposition.reason)
         return disposition.handler
 
     # -- responses received ----------------------------------------------------------------------
@@ -335,11 +358,25 @@ class Bridge:
         if ctx.changed:
             out.state_changed = True
             ctx.changed = False
+        if ctx.device_model_changed:
+            out.device_model_changed = True
+            ctx.device_model_changed = False
         if ctx.events:
             out.events.extend(ctx.events)
             ctx.events.clear()
+        while ctx.spawned:
+            handler, payload = ctx.spawned.pop(0)
+            self._start_internal(handler, payload, ctx.now, out)
+
+    def _start_internal(self, handler: Handler, payload: dict[str, Any], now: float, out: Outcome) -> None:
+        """A job of the proxy's own: its CALLs go to the charger, its result goes nowhere."""
+        ctx = Context(self.state, self.config, now, self.device_model)
+        job = _Job(LEGACY, None, "(proxy)", ctx, handler(ctx, payload))
+        self._advance(job, now, out)
 
     def _finish(self, job: _Job, payload: dict[str, Any], now: float, out: Outcome) -> None:
+        if job.message_id is None:
+            return
         origin = self._legs[job.origin]
         try:
             self.schemas.validate(origin.version, "response", job.action, payload)
@@ -357,6 +394,10 @@ class Bridge:
         self._next_job(job, now, out)
 
     def _fail(self, job: _Job, error: OcppError, now: float, out: Outcome) -> None:
+        if job.message_id is None:
+            log.warning("proxy_call_failed station_id=%s error=%s", self.state.station_id, error.description)
+            out.events.append(Event("translation_error", "proxy", job.action, error.code))
+            return
         origin = self._legs[job.origin]
         if isinstance(error, PeerError):
             spelling = rpc.ERROR_CODE_16_TO_201 if origin.version == V201 else rpc.ERROR_CODE_201_TO_16

@@ -128,3 +128,5 @@ def meter_values(ctx: Context, payload: dict[str, Any]) -> Generator[Request, An
 CHARGER_CALLS = {
     "MeterValues": Disposition("translated", ("MeterValues",), meter_values),
 }
+
+LEGACY_CALLS: dict[str, Disposition] = {}

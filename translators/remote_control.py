@@ -1,12 +1,9 @@
-"""Remote control (2.0.1 functional block F, less transactions): UnlockConnector, TriggerMessage,
-and DataTransfer in both directions."""
+"""Remote control (2.0.1 functional block F, less transactions): UnlockConnector, TriggerMessage."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from typing import Any
-
-import orjson
 
 from translators.availability import evse_ref
 from translators.bridge import Context, Disposition, Request
@@ -28,7 +25,6 @@ TRIGGER_16_TO_201 = {
     "StatusNotification": "StatusNotification",
 }
 TRIGGER_STATUS = {"Accepted": "Accepted", "Rejected": "Rejected", "NotImplemented": "NotImplemented"}
-DATA_TRANSFER_STATUS = {s: s for s in ("Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId")}
 
 
 def unlock_connector(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
@@ -50,37 +46,8 @@ def trigger_message(ctx: Context, payload: dict[str, Any]) -> Generator[Request,
     return {"status": TRIGGER_STATUS[answer["status"]]}
 
 
-def data_string(data: Any) -> str:
-    """1.6 DataTransfer data is a string; 2.0.1 data is any JSON, serialised when it is not a string."""
-    return data if isinstance(data, str) else orjson.dumps(data).decode()
-
-
-def data_transfer_up(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
-    """A charger's 2.0.1 DataTransfer to the legacy."""
-    request: dict[str, Any] = {key: payload[key] for key in ("vendorId", "messageId") if key in payload}
-    if "data" in payload:
-        request["data"] = data_string(payload["data"])
-    answer = yield Request("DataTransfer", request)
-    response: dict[str, Any] = {"status": DATA_TRANSFER_STATUS[answer["status"]]}
-    if "data" in answer:
-        response["data"] = answer["data"]
-    return response
-
-
-def data_transfer_down(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
-    """The legacy's 1.6 DataTransfer to the charger (a 1.6 string stays a string)."""
-    answer = yield Request("DataTransfer", dict(payload))
-    response: dict[str, Any] = {"status": DATA_TRANSFER_STATUS[answer["status"]]}
-    if "data" in answer:
-        response["data"] = data_string(answer["data"])
-    return response
-
-
-CHARGER_CALLS = {
-    "DataTransfer": Disposition("translated", ("DataTransfer",), data_transfer_up),
-}
+CHARGER_CALLS: dict[str, Disposition] = {}
 LEGACY_CALLS = {
     "UnlockConnector": Disposition("translated", ("UnlockConnector",), unlock_connector),
     "TriggerMessage": Disposition("translated", ("TriggerMessage",), trigger_message),
-    "DataTransfer": Disposition("translated", ("DataTransfer",), data_transfer_down),
 }

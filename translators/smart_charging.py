@@ -36,3 +36,7 @@ def to_charging_profile_201(profile: dict[str, Any], transaction_id: str | None 
     if transaction_id is not None:
         converted["transactionId"] = transaction_id
     return converted
+
+
+CHARGER_CALLS: dict[str, Any] = {}
+LEGACY_CALLS: dict[str, Any] = {}

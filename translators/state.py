@@ -18,6 +18,7 @@ MAX_TOKEN_TYPES = 64
 MAX_BUFFERED_METER_VALUES = 32
 MAX_PENDING_REMOTE_STARTS = 16
 MAX_RECENTLY_ENDED = 16
+MAX_PENDING_REQUESTS = 32
 
 
 @dataclass
@@ -70,6 +71,10 @@ class StationState:
     # 2.0.1 ids of the last transactions that ended, so a retransmitted Ended is not billed twice.
     recently_ended: list[str] = field(default_factory=list)
     last_reset_type: str | None = None  # the 1.6 Reset type last requested by the legacy
+    # 2.0.1 requestIds the proxy generated (GetLog, UpdateFirmware, GetBaseReport, ...) → the 1.6 operation
+    # they stand for, so the station's status notifications can be routed back to the right 1.6 message.
+    requests: dict[int, str] = field(default_factory=dict)
+    next_request_id: int = 1
 
     # -- connectors ------------------------------------------------------------------------------
     def connector_for(self, evse_id: int, connector_id: int | None) -> int:
@@ -142,6 +147,15 @@ class StationState:
             del self.remote_starts[next(iter(self.remote_starts))]
         return remote
 
+    def on_request_issued(self, operation: str) -> int:
+        """A fresh 2.0.1 requestId standing for `operation` (the oldest are forgotten)."""
+        request_id = self.next_request_id
+        self.next_request_id += 1
+        self.requests[request_id] = operation
+        while len(self.requests) > MAX_PENDING_REQUESTS:
+            del self.requests[next(iter(self.requests))]
+        return request_id
+
     def on_connector_status(self, connector_id: int, connector_status: str) -> None:
         self.connector_status[connector_id] = connector_status
         if connector_status != "Occupied" and connector_id in self.finishing:
@@ -163,4 +177,71 @@ class StationState:
         data["remote_starts"] = {int(k): RemoteStart(**v) for k, v in data["remote_starts"].items()}
         data["connector_status"] = {int(k): v for k, v in data["connector_status"].items()}
         data["legacy_status"] = {int(k): v for k, v in data["legacy_status"].items()}
+        data["requests"] = {int(k): v for k, v in data["requests"].items()}
+        return cls(**data)
+
+
+def variable_key(component: dict[str, Any], variable: dict[str, Any]) -> str:
+    """A device-model variable's key: `Component[instance]@evse.connector/Variable[instance]`."""
+    key = component["name"]
+    if "instance" in component:
+        key += f"[{component['instance']}]"
+    evse = component.get("evse")
+    if evse is not None:
+        key += f"@{evse['id']}" + (f".{evse['connectorId']}" if "connectorId" in evse else "")
+    key += "/" + variable["name"]
+    if "instance" in variable:
+        key += f"[{variable['instance']}]"
+    return key
+
+
+@dataclass
+class DeviceModel:
+    """The station's device model as its NotifyReports described it (kept apart from `StationState`:
+    it is large, written once per report, and read far more often than written)."""
+
+    # variable key → {"value", "mutability", "dataType", "maxLimit", "valuesList"} (what was reported)
+    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report_request_id: int | None = None
+    complete: bool = False
+
+    def on_report_requested(self, request_id: int) -> None:
+        self.report_request_id = request_id
+        self.complete = False
+
+    def on_report_data(self, report_data: list[dict[str, Any]], last_part: bool) -> None:
+        for item in report_data:
+            entry: dict[str, Any] = {}
+            for attribute in item.get("variableAttribute", []):
+                if attribute.get("type", "Actual") == "Actual":
+                    for field_name in ("value", "mutability"):
+                        if field_name in attribute:
+                            entry[field_name] = attribute[field_name]
+            characteristics = item.get("variableCharacteristics", {})
+            for field_name in ("dataType", "maxLimit", "valuesList"):
+                if field_name in characteristics:
+                    entry[field_name] = characteristics[field_name]
+            self.variables[variable_key(item["component"], item["variable"])] = entry
+        if last_part:
+            self.complete = True
+
+    def get(self, component: str, variable: str, instance: str | None = None) -> dict[str, Any] | None:
+        """A station-wide variable (no EVSE) as reported, or None."""
+        ref: dict[str, Any] = {"name": variable} if instance is None else {"name": variable, "instance": instance}
+        return self.variables.get(variable_key({"name": component}, ref))
+
+    def count(self, component: str) -> int:
+        """How many distinct instances of a component (e.g. Connector, per EVSE) the station reported."""
+        return len({key.split("/", 1)[0] for key in self.variables if key.split("/", 1)[0].split("@")[0] == component})
+
+    def dumps(self) -> bytes:
+        data = asdict(self)
+        data["v"] = STATE_VERSION
+        return msgpack.packb(data, use_bin_type=True)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> DeviceModel:
+        data = msgpack.unpackb(raw, raw=False)
+        if data.pop("v", None) != STATE_VERSION:
+            raise ValueError("device model version mismatch")
         return cls(**data)

@@ -1,0 +1,8 @@
+"""Local authorization list (2.0.1 functional block D): SendLocalList, GetLocalListVersion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHARGER_CALLS: dict[str, Any] = {}
+LEGACY_CALLS: dict[str, Any] = {}
