@@ -49,13 +49,28 @@ DEVICE_MODEL: dict[tuple[str, str], str] = {
     ("ChargingStation", "AvailabilityState"): "Available",
     ("DeviceDataCtrlr", "ItemsPerMessage"): "10",
     ("DeviceDataCtrlr", "BytesPerMessage"): "65536",
+    ("SmartChargingCtrlr", "Available"): "true",
+    ("SmartChargingCtrlr", "RateUnit"): "A,W",
+    ("ReservationCtrlr", "Available"): "true",
+    ("LocalAuthListCtrlr", "Available"): "false",
 }
+# Variable characteristics beyond the data type, as a NotifyReport describes them.
+MAX_LIMITS: dict[tuple[str, str], int] = {
+    ("SampledDataCtrlr", "TxUpdatedMeasurands"): 8,
+    ("SampledDataCtrlr", "TxEndedMeasurands"): 8,
+}
+# NotifyReport reportData items per part (the station's own ItemsPerMessage for reports).
+REPORT_ITEMS_PER_PART = 8
 READ_ONLY_VARIABLES = frozenset(
     {
         ("TxCtrlr", "StopTxOnEVSideDisconnect"),
         ("ChargingStation", "AvailabilityState"),
         ("DeviceDataCtrlr", "ItemsPerMessage"),
         ("DeviceDataCtrlr", "BytesPerMessage"),
+        ("SmartChargingCtrlr", "Available"),
+        ("SmartChargingCtrlr", "RateUnit"),
+        ("ReservationCtrlr", "Available"),
+        ("LocalAuthListCtrlr", "Available"),
     }
 )
 INTEGER_VARIABLES = frozenset(
@@ -660,6 +675,61 @@ class Charger201(RecordingPeer, ChargePoint):
         ):
             return call_result.TriggerMessage(status="Rejected")
         return call_result.TriggerMessage(status="Accepted")
+
+    @on(Action.get_base_report)
+    def on_get_base_report(self, report_base: str, **_: Any) -> call_result.GetBaseReport:
+        return call_result.GetBaseReport(status="Accepted")
+
+    @after(Action.get_base_report)
+    async def after_get_base_report(self, request_id: int, **_: Any) -> None:
+        await run_logged(self._send_report(request_id), LOGGER, "notify_report_failed", station_id=self.id)
+
+    def report_data(self) -> list[dict[str, Any]]:
+        """The device model as NotifyReport reportData: controller variables, then EVSEs and connectors."""
+        items = []
+        for (component, variable), value in self.variables.items():
+            key = (component, variable)
+            data_type = (
+                "integer" if key in INTEGER_VARIABLES
+                else "boolean" if key in BOOLEAN_VARIABLES or value in ("true", "false")
+                else "MemberList" if key in MAX_LIMITS else "string"
+            )  # fmt: skip
+            characteristics: dict[str, Any] = {"data_type": data_type, "supports_monitoring": False}
+            if key in MAX_LIMITS:
+                characteristics["max_limit"] = MAX_LIMITS[key]
+            items.append({
+                "component": {"name": component},
+                "variable": {"name": variable},
+                "variable_attribute": [{
+                    "type": "Actual", "value": value,
+                    "mutability": "ReadOnly" if key in READ_ONLY_VARIABLES else "ReadWrite",
+                }],
+                "variable_characteristics": characteristics,
+            })  # fmt: skip
+        for evse_id in range(1, self.evses + 1):
+            evse_components: list[dict[str, Any]] = [
+                {"name": "EVSE", "evse": {"id": evse_id}},
+                {"name": "Connector", "evse": {"id": evse_id, "connector_id": CONNECTOR_ID}},
+            ]
+            for evse_component in evse_components:
+                items.append({
+                    "component": evse_component,
+                    "variable": {"name": "AvailabilityState"},
+                    "variable_attribute": [{"type": "Actual", "value": "Available", "mutability": "ReadOnly"}],
+                    "variable_characteristics": {"data_type": "OptionList", "supports_monitoring": False},
+                })  # fmt: skip
+        return items
+
+    async def _send_report(self, request_id: int) -> None:
+        items = self.report_data()
+        parts = [items[n : n + REPORT_ITEMS_PER_PART] for n in range(0, len(items), REPORT_ITEMS_PER_PART)]
+        for seq_no, part in enumerate(parts):
+            await self._call(
+                call.NotifyReport(
+                    request_id=request_id, generated_at=utc_now(), seq_no=seq_no, report_data=part,
+                    tbc=seq_no < len(parts) - 1,
+                )
+            )  # fmt: skip
 
     @after(Action.trigger_message)
     async def after_trigger_message(

@@ -219,9 +219,10 @@ class Session:
             return
         if self.subprotocol == OCPP201:
             state = await self.proxy.store.load(self.station_id)
+            device_model = await self.proxy.store.load_device_model(self.station_id)
             self.engine = Bridge(
                 state, self.proxy.schemas, CHARGER_CALLS, LEGACY_CALLS, settings.translation,
-                id_prefix=f"cutover-{self.connection_id}-",
+                id_prefix=f"cutover-{self.connection_id}-", device_model=device_model,
             )  # fmt: skip
         else:
             self.engine = Passthrough(self.proxy.schemas, V16)
@@ -302,6 +303,8 @@ class Session:
     async def _apply(self, outcome: Outcome) -> None:
         if outcome.state_changed and isinstance(self.engine, Bridge):
             await self.proxy.store.save(self.engine.state)
+        if outcome.device_model_changed and isinstance(self.engine, Bridge):
+            await self.proxy.store.save_device_model(self.station_id, self.engine.device_model)
         for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):
             socket = self._socket(leg)
             for frame in frames:

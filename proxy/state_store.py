@@ -15,7 +15,7 @@ import time
 import redis.asyncio as redis
 
 from proxy import metrics
-from translators.state import StationState
+from translators.state import DeviceModel, StationState
 
 log = logging.getLogger("cutover.state")
 
@@ -27,10 +27,15 @@ def state_key(station_id: str) -> str:
     return f"cutover:state:{{{station_id}}}"
 
 
+def device_model_key(station_id: str) -> str:
+    return f"cutover:dm:{{{station_id}}}"
+
+
 class StateStore:
     def __init__(self, client: redis.Redis | None) -> None:
         self.client = client
         self._local: dict[str, StationState] = {}
+        self._models: dict[str, DeviceModel] = {}
         self._deferred: dict[str, StationState] = {}
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -54,6 +59,27 @@ class StateStore:
                         self._local[station_id] = state
                         return state
         return self._local.setdefault(station_id, StationState(station_id))
+
+    async def load_device_model(self, station_id: str) -> DeviceModel:
+        """The station's cached device model, or an empty one (the next boot reports it again)."""
+        if self.client is not None:
+            try:
+                raw = await asyncio.wait_for(self.client.get(device_model_key(station_id)), SAVE_TIMEOUT)
+                if raw is not None:
+                    return DeviceModel.loads(raw if isinstance(raw, bytes) else raw.encode())
+            except (redis.RedisError, OSError, TimeoutError, ValueError, TypeError) as exc:
+                log.warning("device_model_load_failed station_id=%s error=%r", station_id, exc)
+        return self._models.get(station_id) or DeviceModel()
+
+    async def save_device_model(self, station_id: str, model: DeviceModel) -> None:
+        """Best effort: a device model lost with Redis is reported again at the station's next boot."""
+        self._models[station_id] = model
+        if self.client is None or time.monotonic() < self._down_until:
+            return
+        try:
+            await asyncio.wait_for(self.client.set(device_model_key(station_id), model.dumps()), SAVE_TIMEOUT)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("device_model_save_failed station_id=%s error=%r", station_id, exc)
 
     async def save(self, state: StationState) -> None:
         """Write the state to Redis, or defer it (counted) when Redis is unavailable; never raises."""

@@ -71,9 +71,10 @@ class StationState:
     # 2.0.1 ids of the last transactions that ended, so a retransmitted Ended is not billed twice.
     recently_ended: list[str] = field(default_factory=list)
     last_reset_type: str | None = None  # the 1.6 Reset type last requested by the legacy
-    # 2.0.1 requestIds the proxy generated (GetLog, UpdateFirmware, GetBaseReport, ...) → the 1.6 operation
-    # they stand for, so the station's status notifications can be routed back to the right 1.6 message.
-    requests: dict[int, str] = field(default_factory=dict)
+    # 2.0.1 requestIds the proxy issued (GetLog, UpdateFirmware, GetBaseReport, ...) → [the 1.6 operation
+    # they stand for, the legacy's own requestId if it gave one], so the station's status notifications go
+    # back as the right 1.6 message. The proxy always issues its own ids: a legacy's could collide with them.
+    requests: dict[int, list[Any]] = field(default_factory=dict)
     next_request_id: int = 1
 
     # -- connectors ------------------------------------------------------------------------------
@@ -147,14 +148,19 @@ class StationState:
             del self.remote_starts[next(iter(self.remote_starts))]
         return remote
 
-    def on_request_issued(self, operation: str) -> int:
+    def on_request_issued(self, operation: str, legacy_request_id: int | None = None) -> int:
         """A fresh 2.0.1 requestId standing for `operation` (the oldest are forgotten)."""
         request_id = self.next_request_id
         self.next_request_id += 1
-        self.requests[request_id] = operation
+        self.requests[request_id] = [operation, legacy_request_id]
         while len(self.requests) > MAX_PENDING_REQUESTS:
             del self.requests[next(iter(self.requests))]
         return request_id
+
+    def request_of(self, request_id: int) -> tuple[str, int | None] | None:
+        """The 1.6 operation a requestId the proxy issued stands for, and the legacy's own requestId."""
+        entry = self.requests.get(request_id)
+        return None if entry is None else (entry[0], entry[1])
 
     def on_connector_status(self, connector_id: int, connector_status: str) -> None:
         self.connector_status[connector_id] = connector_status
