@@ -78,12 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400", log_level="WARNING")
     config.add(demo, "--chargers", config.positive_int, 5, "simulated 2.0.1 chargers")
     config.add(demo, "--duration", config.positive_float, None, "seconds to run (default: until Ctrl-C)")
+    coverage = commands.add_parser("coverage", help="print what the proxy does with every OCPP action")
+    coverage.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "coverage":
+        from translators import coverage
+
+        print({"text": coverage.as_text, "json": coverage.as_json, "markdown": coverage.as_markdown}[args.format]())
+        return 0
     try:
         values = config.resolve(args)
         if args.command == "proxy" and values["legacy_url"] is None:

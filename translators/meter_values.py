@@ -31,6 +31,8 @@ UNITS_16_METER_VALUES = frozenset(
 UNITS_16_STOP_TRANSACTION = UNITS_16_METER_VALUES - {"Hertz"}
 # 2.0.1 units (Part 2 Appendix units_of_measure) spelled differently in 1.6.
 UNIT_201_TO_16 = {"Celsius": "Celsius", "Hz": "Hertz", "Percent": "Percent", "deg": None}
+# Readings beyond this are corrupt (and beyond what JSON integers carry safely).
+MAX_REGISTER_WH = Decimal(2**53)
 # Energy units and their factor to Wh.
 WH_FACTOR = {"Wh": Decimal(1), "kWh": Decimal(1000)}
 
@@ -46,7 +48,10 @@ def energy_wh(sampled: dict[str, Any]) -> Decimal | None:
     if sampled.get("measurand", ENERGY_REGISTER) != ENERGY_REGISTER or "phase" in sampled:
         return None
     factor = WH_FACTOR.get(sampled.get("unitOfMeasure", {}).get("unit", "Wh"))
-    return None if factor is None else scaled(sampled) * factor
+    if factor is None:
+        return None
+    wh = scaled(sampled) * factor
+    return wh if abs(wh) <= MAX_REGISTER_WH else None  # beyond any meter: a corrupt reading, not a register
 
 
 def register_wh(meter_values: list[dict[str, Any]], context: str | None = None) -> int | None:

@@ -17,6 +17,7 @@ from translators.authorization import to_id_tag, to_id_token, to_id_token_info
 from translators.availability import flat_connector, status_changes
 from translators.bridge import Context, Disposition, Request
 from translators.meter_values import UNITS_16_STOP_TRANSACTION, register_wh, to_meter_values_16
+from translators.rpc import OccurrenceConstraintViolation, PropertyConstraintViolation
 from translators.smart_charging import to_charging_profile_201
 from translators.state import MAX_BUFFERED_METER_VALUES, Transaction
 
@@ -120,6 +121,8 @@ def first_sight(ctx: Context, payload: dict[str, Any]) -> Transaction | None:
             "TransactionEvent", f"transaction {info['transactionId']} first seen in {payload['eventType']}"
         )
     evse = payload["evse"]
+    if evse["id"] == 0:
+        raise PropertyConstraintViolation("evse.id: 0 is the whole station; a transaction runs on an EVSE (id > 0)")
     meter_values = payload.get("meterValue", [])
     tx = Transaction(
         transaction_id=info["transactionId"],
@@ -226,7 +229,18 @@ def remote_start(ctx: Context, payload: dict[str, Any]) -> Generator[Request, An
             return {"status": "Rejected"}
         request["evseId"] = evse[0]
     if "chargingProfile" in payload:
-        request["chargingProfile"] = to_charging_profile_201(payload["chargingProfile"])
+        profile = payload["chargingProfile"]
+        if profile["chargingProfilePurpose"] != "TxProfile":  # OCPP 1.6 §6.33
+            raise PropertyConstraintViolation(
+                "chargingProfile.chargingProfilePurpose: a RemoteStartTransaction profile must be a TxProfile",
+                {"field": "chargingProfile.chargingProfilePurpose"},
+            )
+        if not profile["chargingSchedule"]["chargingSchedulePeriod"]:
+            raise OccurrenceConstraintViolation(
+                "chargingProfile.chargingSchedule.chargingSchedulePeriod: OCPP 2.0.1 needs at least one period",
+                {"field": "chargingProfile.chargingSchedule.chargingSchedulePeriod"},
+            )
+        request["chargingProfile"] = to_charging_profile_201(profile)
     remote = ctx.state.on_remote_start_requested(payload["idTag"], connector_id)
     request["remoteStartId"] = remote.remote_start_id
     ctx.touch()
