@@ -68,8 +68,18 @@ def clear_cache(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any
 
 
 CHARGER_CALLS = {
-    "Authorize": Disposition("translated", ("Authorize",), authorize),
+    "Authorize": Disposition(
+        "translated",
+        ("Authorize", "DataTransfer (Plug & Charge, with certificate data)"),
+        authorize,
+        lossy=(
+            "idToken.type is not sent (remembered per station for the legacy's RemoteStartTransaction)",
+            "an idToken over 20 characters is refused (PropertyConstraintViolation), or with --long-id-token alias "
+            "sent as a deterministic 20-character alias",
+            "parentIdTag becomes groupIdToken of type Central",
+        ),
+    ),
 }
 LEGACY_CALLS = {
-    "ClearCache": Disposition("translated", ("ClearCache",), clear_cache),
+    "ClearCache": Disposition("translated", ("ClearCache",), clear_cache, lossy=("statusInfo is dropped",)),
 }

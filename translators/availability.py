@@ -105,8 +105,22 @@ def change_availability(ctx: Context, payload: dict[str, Any]) -> Generator[Requ
 
 
 CHARGER_CALLS = {
-    "StatusNotification": Disposition("translated", ("StatusNotification",), status_notification),
+    "StatusNotification": Disposition(
+        "translated",
+        ("StatusNotification",),
+        status_notification,
+        lossy=(
+            "Occupied becomes Preparing, Charging, SuspendedEV, SuspendedEVSE or Finishing from the transaction's "
+            "state (EVConnected is SuspendedEVSE)",
+            "errorCode is NoError, or OtherError when Faulted (2.0.1 reports faults through NotifyEvent)",
+        ),
+    ),
 }
 LEGACY_CALLS = {
-    "ChangeAvailability": Disposition("translated", ("ChangeAvailability",), change_availability),
+    "ChangeAvailability": Disposition(
+        "translated",
+        ("ChangeAvailability",),
+        change_availability,
+        lossy=("a connector the station never reported is answered Rejected by the proxy",),
+    ),
 }

@@ -37,6 +37,14 @@ MAX_REGISTER_WH = Decimal(2**53)
 WH_FACTOR = {"Wh": Decimal(1), "kWh": Decimal(1000)}
 
 
+# Written once, listed for every action that carries meter values.
+METER_VALUE_RULES = (
+    "values become decimal strings with the unit multiplier applied (never exponent notation)",
+    "measurands Energy.*.Net and Energy.Apparent.* and units 1.6 lacks are dropped",
+    "a signed meter value is an extra sampled value of format SignedData holding the JSON object",
+)
+
+
 def scaled(sampled: dict[str, Any]) -> Decimal:
     """The sampled value with its unit multiplier applied (value × 10^multiplier)."""
     multiplier = sampled.get("unitOfMeasure", {}).get("multiplier", 0)
@@ -131,7 +139,7 @@ def meter_values(ctx: Context, payload: dict[str, Any]) -> Generator[Request, An
 
 
 CHARGER_CALLS = {
-    "MeterValues": Disposition("translated", ("MeterValues",), meter_values),
+    "MeterValues": Disposition("translated", ("MeterValues",), meter_values, lossy=METER_VALUE_RULES),
 }
 
 LEGACY_CALLS: dict[str, Disposition] = {}

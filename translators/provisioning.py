@@ -55,9 +55,19 @@ def reset(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict
 
 
 CHARGER_CALLS = {
-    "BootNotification": Disposition("translated", ("BootNotification",), boot_notification),
+    "BootNotification": Disposition(
+        "translated",
+        ("BootNotification",),
+        boot_notification,
+        lossy=("reason is dropped", "a vendorName over 1.6's 20 characters is cut to 20 (logged)"),
+    ),
     "Heartbeat": Disposition("translated", ("Heartbeat",), heartbeat),
 }
 LEGACY_CALLS = {
-    "Reset": Disposition("translated", ("Reset",), reset),
+    "Reset": Disposition(
+        "translated",
+        ("Reset",),
+        reset,
+        lossy=("Hard and Soft both become Immediate (both end transactions in 1.6); Scheduled is answered Accepted",),
+    ),
 }

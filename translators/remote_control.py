@@ -31,6 +31,16 @@ def unlock_connector(ctx: Context, payload: dict[str, Any]) -> Generator[Request
     evse = ctx.state.evse_for(payload["connectorId"])
     if evse is None:
         return {"status": "NotSupported"}  # OCPP 1.6 errata §3.85: an unknown connectorId
+    tx = ctx.state.transaction_on(payload["connectorId"])
+    if tx is not None and tx.started_at_legacy:
+        # OCPP 1.6 §7.36: unlocking during a transaction stops it first (reason UnlockCommand); a 2.0.1
+        # station refuses to unlock under an authorized transaction (F05.FR.02), so the proxy stops it.
+        tx.stop_reason_16 = "UnlockCommand"
+        ctx.touch()
+        stopped = yield Request("RequestStopTransaction", {"transactionId": tx.transaction_id})
+        if stopped["status"] != "Accepted":
+            tx.stop_reason_16 = None
+            return {"status": "UnlockFailed"}
     answer = yield Request("UnlockConnector", {"evseId": evse[0], "connectorId": evse[1]})
     return {"status": UNLOCK_STATUS_TO_16[answer["status"]]}
 
@@ -48,6 +58,20 @@ def trigger_message(ctx: Context, payload: dict[str, Any]) -> Generator[Request,
 
 CHARGER_CALLS: dict[str, Disposition] = {}
 LEGACY_CALLS = {
-    "UnlockConnector": Disposition("translated", ("UnlockConnector",), unlock_connector),
-    "TriggerMessage": Disposition("translated", ("TriggerMessage",), trigger_message),
+    "UnlockConnector": Disposition(
+        "translated",
+        ("RequestStopTransaction", "UnlockConnector"),
+        unlock_connector,
+        lossy=(
+            "during a transaction the proxy first sends RequestStopTransaction (the legacy then gets reason "
+            "UnlockCommand); a station still ending it may answer the unlock with UnlockFailed",
+            "OngoingAuthorizedTransaction becomes UnlockFailed, UnknownConnector NotSupported",
+        ),
+    ),
+    "TriggerMessage": Disposition(
+        "translated",
+        ("TriggerMessage",),
+        trigger_message,
+        lossy=("DiagnosticsStatusNotification is requested as LogStatusNotification",),
+    ),
 }

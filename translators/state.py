@@ -40,6 +40,8 @@ class Transaction:
     remote_start_id: int | None = None
     reservation_id: int | None = None
     buffered_meter_values: list[dict[str, Any]] = field(default_factory=list)
+    # The 1.6 stop reason the proxy itself caused (UnlockCommand: it stopped the transaction to unlock).
+    stop_reason_16: str | None = None
 
     @property
     def started_at_legacy(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from translators.authorization import to_id_tag, to_id_token, to_id_token_info
 from translators.availability import flat_connector, status_changes
 from translators.bridge import Context, Disposition, Request
-from translators.meter_values import UNITS_16_STOP_TRANSACTION, register_wh, to_meter_values_16
+from translators.meter_values import METER_VALUE_RULES, UNITS_16_STOP_TRANSACTION, register_wh, to_meter_values_16
 from translators.rpc import OccurrenceConstraintViolation, PropertyConstraintViolation
 from translators.smart_charging import to_charging_profile_201
 from translators.state import MAX_BUFFERED_METER_VALUES, Transaction
@@ -193,7 +193,7 @@ def end(
             "transactionId": tx.legacy_id,
             "meterStop": meter_stop,
             "timestamp": payload["timestamp"],
-            "reason": stop_reason_16(ctx, payload["transactionInfo"].get("stoppedReason")),
+            "reason": tx.stop_reason_16 or stop_reason_16(ctx, payload["transactionInfo"].get("stoppedReason")),
         }
         if token_tag is not None:
             stop["idTag"] = token_tag
@@ -261,9 +261,28 @@ CHARGER_CALLS = {
         "translated",
         ("StartTransaction", "MeterValues", "StatusNotification", "StopTransaction"),
         transaction_event,
+        lossy=(
+            "StartTransaction waits for an id token; meter values before it are buffered (at most 32) and sent after",
+            "meterStart/meterStop are the Transaction.Begin/End energy registers in integer Wh (else the last reading)",
+            "stoppedReason with no 1.6 value becomes Other (MasterPass, LocalOutOfCredit: Local; ImmediateReset: "
+            "HardReset or SoftReset as the legacy asked)",
+            "triggerReason, seqNo, offline, timeSpentCharging, numberOfPhasesUsed, cableMaxCurrent are not sent",
+            "the legacy's transactionId is never shown to the station",
+            *METER_VALUE_RULES,
+        ),
     ),
 }
 LEGACY_CALLS = {
-    "RemoteStartTransaction": Disposition("translated", ("RequestStartTransaction",), remote_start),
-    "RemoteStopTransaction": Disposition("translated", ("RequestStopTransaction",), remote_stop),
+    "RemoteStartTransaction": Disposition(
+        "translated",
+        ("RequestStartTransaction",),
+        remote_start,
+        lossy=("idToken.type is the one the station last showed for the idTag, else Central",),
+    ),
+    "RemoteStopTransaction": Disposition(
+        "translated",
+        ("RequestStopTransaction",),
+        remote_stop,
+        lossy=("a transactionId this station has no transaction for is answered Rejected by the proxy",),
+    ),
 }
