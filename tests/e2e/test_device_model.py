@@ -67,7 +67,9 @@ async def test_get_configuration_without_keys_lists_what_the_station_has(
     await charger.close()
     keys = {entry["key"]: entry for entry in answer["configurationKey"]}
     assert keys["HeartbeatInterval"]["value"] == "300"
-    assert keys["SupportedFeatureProfiles"]["value"] == "Core,FirmwareManagement,RemoteTrigger,Reservation,SmartCharging"
+    assert (
+        keys["SupportedFeatureProfiles"]["value"] == "Core,FirmwareManagement,RemoteTrigger,Reservation,SmartCharging"
+    )
     assert keys["GetConfigurationMaxKeys"]["readonly"] is True
     assert "ClockAlignedDataInterval" in keys  # AlignedDataCtrlr.Interval is in the report
     # a mapped key whose variable the station did not report is not listed as configured
@@ -83,7 +85,9 @@ async def test_change_configuration_follows_the_report(proxy: RunningProxy, lega
     assert charger.variables[("OCPPCommCtrlr", "HeartbeatInterval")] == "120"
     assert (await legacy.change_configuration("DM04", "MeterValueSampleInterval", "30"))["status"] == "Accepted"
     assert (await legacy.change_configuration("DM04", "HeartbeatInterval", "often"))["status"] == "Rejected"
-    assert (await legacy.change_configuration("DM04", "StopTransactionOnEVSideDisconnect", "false"))["status"] == "Rejected"
+    assert (await legacy.change_configuration("DM04", "StopTransactionOnEVSideDisconnect", "false"))[
+        "status"
+    ] == "Rejected"
     assert (await legacy.change_configuration("DM04", "NumberOfConnectors", "3"))["status"] == "Rejected"
     assert (await legacy.change_configuration("DM04", "AllowOfflineTxForUnknownId", "true"))["status"] == "NotSupported"
     assert (await legacy.change_configuration("DM04", "BlinkRepeat", "3"))["status"] == "NotSupported"
@@ -92,6 +96,10 @@ async def test_change_configuration_follows_the_report(proxy: RunningProxy, lega
     assert sets == [
         [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}, "attributeValue": "120"}],
         [
-            {"component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}, "attributeValue": "30"},
+            {
+                "component": {"name": "SampledDataCtrlr"},
+                "variable": {"name": "TxUpdatedInterval"},
+                "attributeValue": "30",
+            },
         ],
     ]
