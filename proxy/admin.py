@@ -1,14 +1,29 @@
-"""The admin HTTP plane (aiohttp): `/metrics` for Prometheus and `/healthz`."""
+"""The admin HTTP plane (aiohttp): `/metrics` for Prometheus, `/healthz`, and `/divergences` (what the
+shadow workers recorded, JSON, paginated). Bad query parameters get an RFC 9457 problem response."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from shadow import records
+from shadow.cli import since_value
 
-def make_app(health: Callable[[], dict[str, object]]) -> web.Application:
+MAX_PAGE = 500
+
+
+def problem(status: int, title: str, detail: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status, content_type="application/problem+json")
+
+
+def make_app(health: Callable[[], dict[str, object]], client: redis.Redis | None = None) -> web.Application:
     async def metrics_handler(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(REGISTRY))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -18,17 +33,47 @@ def make_app(health: Callable[[], dict[str, object]]) -> web.Application:
     async def health_handler(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **health()})
 
+    async def divergences_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis: no divergences to show")
+        query = request.query
+        try:
+            limit = int(query.get("limit", "100"))
+            if not 1 <= limit <= MAX_PAGE:
+                raise ValueError
+        except ValueError:
+            return problem(400, "Bad parameter", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
+        since = None
+        if "since" in query:
+            try:
+                since = since_value(query["since"])
+            except ValueError as exc:
+                return problem(400, "Bad parameter", f"since {exc}", "since")
+        found, cursor = await records.query(
+            client,
+            station=query.get("station"),
+            action=query.get("action"),
+            kind=query.get("kind"),
+            since=since,
+            limit=limit,
+            before=query.get("cursor"),
+        )
+        return web.json_response({"items": found, "next_cursor": cursor})
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
+    app.router.add_get("/divergences", divergences_handler)
     return app
 
 
 class AdminServer:
-    def __init__(self, host: str, port: int, health: Callable[[], dict[str, object]]) -> None:
+    def __init__(
+        self, host: str, port: int, health: Callable[[], dict[str, object]], client: redis.Redis | None = None
+    ) -> None:
         self.host = host
         self.port = port
-        self._runner = web.AppRunner(make_app(health), access_log=None)
+        self._runner = web.AppRunner(make_app(health, client), access_log=None)
 
     async def start(self) -> None:
         await self._runner.setup()

@@ -67,7 +67,9 @@ async def start_proxy(
     tee.start()
     await proxy.start()
     if admin_listen is not None:
-        running.admin = AdminServer(admin_listen[0], admin_listen[1], running.health)
+        running.admin = AdminServer(
+            admin_listen[0], admin_listen[1], running.health, clients[1] if clients else None
+        )
         await running.admin.start()
         log.info("admin_listening url=%s metrics=%s/metrics", running.admin.url, running.admin.url)
     return running

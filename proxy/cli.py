@@ -9,11 +9,13 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from proxy import config
 from proxy.config import ConfigError
 from proxy.server import ProxySettings
+from shadow import cli as shadow_cli
 from translators.bridge import TranslationConfig
 
 
@@ -78,8 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400", log_level="WARNING")
     config.add(demo, "--chargers", config.positive_int, 5, "simulated 2.0.1 chargers")
     config.add(demo, "--duration", config.positive_float, None, "seconds to run (default: until Ctrl-C)")
+    shadow_cli.add_commands(commands)
     coverage = commands.add_parser("coverage", help="print what the proxy does with every OCPP action")
     coverage.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    lint = commands.add_parser("lint", help="check a capture's 2.0.1 charger frames for common certification failures")
+    lint.add_argument("file", nargs="?", type=Path, help="capture: JSON lines with ts, cp, dir, frame (and proto)")
+    lint.add_argument("--format", choices=("text", "json"), default="text")
+    lint.add_argument("--rules", action="store_true", help="list the rules and exit")
     return parser
 
 
@@ -91,8 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print({"text": coverage.as_text, "json": coverage.as_json, "markdown": coverage.as_markdown}[args.format]())
         return 0
+    if args.command == "lint":
+        from shadow import lint
+
+        return lint.command(args.file, args.format, list_rules=args.rules)
     try:
         values = config.resolve(args)
+        if args.command in ("shadow", "divergences"):
+            return shadow_cli.main(args, values)
         if args.command == "proxy" and values["legacy_url"] is None:
             raise ConfigError(
                 "--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}"

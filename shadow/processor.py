@@ -1,0 +1,141 @@
+"""One shard's tee envelopes, in order, turned into comparisons: pure code, no Redis.
+
+A charger's 2.0.1 CALL is answered by the shadow backend when it is read; when the answer the charger
+really got arrives (later in the same shard), the two are compared. Legacy-leg frames build the legacy's
+view of each transaction, reconciled with the 2.0.1 event stream when the transaction's Ended event has
+been answered. Each envelope is acknowledged only once everything it takes part in has been decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from shadow.divergence import DEFAULT_TIME_TOLERANCE, Answer, Divergence, compare
+from shadow.lint import CHARGER_TO_CSMS, CSMS_TO_CHARGER, Lint, Violation
+from shadow.reconcile import ChargerTransaction, LegacyView, orphans, reconcile
+from shadow.records import Record
+from translators import schemas
+from translators.rpc import OcppError
+
+OCPP201 = "ocpp2.0.1"
+
+
+class ShadowBackend(Protocol):
+    """A 2.0.1 CSMS the shadow asks: answers a charger CALL and keeps the charger's transactions."""
+
+    def handle(self, station_id: str, action: str, payload: dict[str, Any], now: str) -> dict[str, Any]: ...
+
+    def transactions(self, station_id: str) -> list[Any]: ...
+
+
+@dataclass
+class Comparison:
+    comparison_id: str
+    station: str
+    action: str
+    records: list[Record]
+
+
+@dataclass
+class Step:
+    acks: list[str] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+
+@dataclass
+class PendingCall:
+    entry_id: str
+    station: str
+    action: str
+    payload: dict[str, Any]
+    shadow: Answer
+    at: float
+
+
+def iso(t_ns: int) -> str:
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ShardProcessor:
+    """Comparisons for the stations of one tee shard (one owner at a time keeps their order)."""
+
+    def __init__(self, backend: ShadowBackend, tolerance: float = DEFAULT_TIME_TOLERANCE) -> None:
+        self.backend = backend
+        self.tolerance = tolerance
+        self.schemas = schemas.load()
+        self.pending: dict[tuple[str, str], PendingCall] = {}
+        self.views: dict[str, LegacyView] = {}
+        self.lint = Lint()
+        self.connections: dict[str, str] = {}  # station → its current connection id (for the lint)
+
+    def process(self, entry_id: str, envelope: dict[str, Any]) -> Step:
+        step = Step()
+        try:
+            frame = orjson.loads(envelope["frame"])
+        except orjson.JSONDecodeError:
+            frame = None
+        if not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[1], str):
+            step.acks.append(entry_id)  # unreadable: the proxy refused it, nothing to compare
+            return step
+        station, leg, direction = envelope["station"], envelope["leg"], envelope["dir"]
+        if leg == "charger":
+            if self.connections.get(station) != envelope["conn"]:
+                self.connections[station] = envelope["conn"]
+                self.lint.on_connect(station)
+            lint_direction = CHARGER_TO_CSMS if direction == "in" else CSMS_TO_CHARGER
+            at = envelope["t_ns"] / 1e9
+            step.violations = self.lint.observe(station, envelope["proto"], lint_direction, frame, at)
+        if leg == "legacy":
+            self.views.setdefault(station, LegacyView()).on_frame(direction, frame)
+            step.acks.append(entry_id)
+        elif envelope["proto"] != OCPP201:
+            step.acks.append(entry_id)  # a 1.6 charger in passthrough: nothing for a 2.0.1 shadow
+        elif direction == "in" and frame[0] == 2 and len(frame) == 4 and isinstance(frame[3], dict):
+            at = envelope["t_ns"] / 1e9
+            self.pending[(envelope["conn"], frame[1])] = PendingCall(
+                entry_id, station, frame[2], frame[3], self.shadow_answer(station, frame[2], frame[3], envelope), at
+            )
+        elif direction == "out" and frame[0] in (3, 4) and (envelope["conn"], frame[1]) in self.pending:
+            call = self.pending.pop((envelope["conn"], frame[1]))
+            live = Answer(payload=frame[2]) if frame[0] == 3 else Answer(error=frame[2], description=frame[3])
+            comparison_id = f"{envelope['conn']}:{frame[1]}"
+            found = compare(live, call.shadow, self.tolerance)
+            records = self.records(call, call.action, comparison_id, found)
+            step.comparisons.append(Comparison(comparison_id, station, call.action, records))
+            if call.action == "TransactionEvent" and call.payload.get("eventType") == "Ended":
+                step.comparisons.append(self.reconciliation(call, comparison_id))
+            step.acks += [call.entry_id, entry_id]
+        else:
+            step.acks.append(entry_id)  # the proxy's own CALLs to the charger and their answers
+        return step
+
+    def shadow_answer(self, station: str, action: str, payload: dict[str, Any], envelope: dict[str, Any]) -> Answer:
+        """What the shadow backend answers (a schema-invalid CALL gets the CALLERROR a 2.0.1 CSMS owes it)."""
+        try:
+            self.schemas.validate("2.0.1", "request", action, payload)
+            return Answer(payload=self.backend.handle(station, action, payload, iso(envelope["t_ns"])))
+        except OcppError as error:
+            return Answer(error=error.code_for("2.0.1"), description=error.description)
+
+    @staticmethod
+    def records(call: PendingCall, action: str, comparison_id: str, found: list[Divergence]) -> list[Record]:
+        return [Record(call.station, action, d.kind, d.path, d.live, d.shadow, comparison_id, call.at) for d in found]
+
+    def reconciliation(self, call: PendingCall, comparison_id: str) -> Comparison:
+        """The ended transaction's legacy view against the 2.0.1 stream."""
+        tx_id = call.payload["transactionInfo"]["transactionId"]
+        view = self.views.setdefault(call.station, LegacyView())
+        charger_tx: ChargerTransaction | None = next(
+            (tx for tx in self.backend.transactions(call.station) if tx.transaction_id == tx_id), None
+        )
+        found: list[Divergence] = []
+        if charger_tx is not None and getattr(charger_tx, "started_seen", True):
+            found = reconcile(view, charger_tx, self.tolerance)
+        found += orphans(view)
+        records = self.records(call, "Transaction", f"{comparison_id}:transaction", found)
+        return Comparison(f"{comparison_id}:transaction", call.station, "Transaction", records)

@@ -1,0 +1,108 @@
+"""Divergence records in Redis: a capped stream of every divergence (both answers and the field path) and
+per-station and per-action counters; written idempotently (a redelivered comparison counts once)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import redis.asyncio as redis
+
+STREAM = "cutover:divergences"
+STREAM_MAXLEN = 100_000
+BY_STATION = "cutover:divergences:station:"  # + station id: hash kind → count
+BY_ACTION = "cutover:divergences:action"  # hash "action|kind" → count
+COMPARISONS = "cutover:shadow:comparisons"  # hash action → comparisons made
+DONE = "cutover:shadow:done:"  # + comparison id: marker, so a redelivered comparison is not counted twice
+DONE_TTL_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Record:
+    station: str
+    action: str
+    kind: str
+    path: str
+    live: Any
+    shadow: Any
+    comparison: str  # connection id and message id (or transaction id) of what was compared
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "station": self.station, "action": self.action, "kind": self.kind, "path": self.path,
+            "live": self.live, "shadow": self.shadow, "comparison": self.comparison, "at": self.at,
+        }  # fmt: skip
+
+
+async def write(client: redis.Redis, comparison: str, action: str, records: list[Record]) -> bool:
+    """Write one comparison's records and counters once; False if this comparison was already written."""
+    if not await client.set(DONE + comparison, b"1", nx=True, ex=DONE_TTL_SECONDS):
+        return False
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hincrby(COMPARISONS, action, 1)
+        for record in records:
+            pipe.xadd(STREAM, {"d": msgpack.packb(record.as_dict(), use_bin_type=True)}, maxlen=STREAM_MAXLEN)
+            pipe.hincrby(BY_STATION + record.station, record.kind, 1)
+            pipe.hincrby(BY_ACTION, f"{record.action}|{record.kind}", 1)
+        await pipe.execute()
+    return True
+
+
+async def query(
+    client: redis.Redis,
+    *,
+    station: str | None = None,
+    action: str | None = None,
+    kind: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first, filtered; and the cursor (`before`) for the next page, None at the end."""
+    low = f"{int(since * 1000)}-0" if since is not None else "-"
+    high = f"({before}" if before else "+"
+    found: list[dict[str, Any]] = []
+    while len(found) < limit:
+        entries: Any = await client.xrevrange(STREAM, max=high, min=low, count=500)
+        if not entries:
+            return found, None
+        for entry_id, fields in entries:
+            record = msgpack.unpackb(fields[b"d"], raw=False)
+            if (station and record["station"] != station) or (action and record["action"] != action):
+                continue
+            if kind and record["kind"] != kind:
+                continue
+            record["id"] = entry_id.decode()
+            found.append(record)
+            if len(found) == limit:
+                return found, record["id"]
+        high = f"({entries[-1][0].decode()}"
+    return found, None
+
+
+async def station_counts(client: redis.Redis, station: str) -> dict[str, int]:
+    counts: Any = await client.hgetall(BY_STATION + station)
+    return {kind.decode(): int(count) for kind, count in counts.items()}
+
+
+LINT_BY_STATION = "cutover:lint:station:"  # + station id: the station's last violations (newest first)
+LINT_PER_STATION = 100
+
+
+async def write_violation(client: redis.Redis, violation: Any, entry_id: str) -> None:
+    """List a lint violation under its station (bounded; a redelivered entry may list it again)."""
+    record = {
+        "rule": violation.rule, "action": violation.action, "detail": violation.detail, "model": violation.model,
+        "firmware": violation.firmware, "entry": entry_id, "at": time.time(),
+    }  # fmt: skip
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.lpush(LINT_BY_STATION + violation.station_id, msgpack.packb(record, use_bin_type=True))
+        pipe.ltrim(LINT_BY_STATION + violation.station_id, 0, LINT_PER_STATION - 1)
+        await pipe.execute()
+
+
+async def station_violations(client: redis.Redis, station: str) -> list[dict[str, Any]]:
+    return [msgpack.unpackb(raw, raw=False) for raw in await client.lrange(LINT_BY_STATION + station, 0, -1)]

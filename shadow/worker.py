@@ -1,0 +1,176 @@
+"""Shadow workers: a Redis consumer group over the tee streams.
+
+Each tee shard (one stream) is owned by one worker at a time through a lease in Redis, which keeps every
+station's frames in order; any number of workers share the shards. An entry is acknowledged only after
+the divergence records it leads to are written (idempotently: a redelivered comparison counts once). When
+a worker dies its leases lapse; the worker that takes a shard over first claims the dead worker's pending
+entries (`XAUTOCLAIM`) and processes them, in order, before new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as redis
+
+from proxy.tee import STREAM_PREFIX, unpack
+from shadow import metrics, records
+from shadow.processor import ShadowBackend, ShardProcessor, Step
+
+log = logging.getLogger("cutover.shadow")
+
+GROUP = "shadow"
+LEASE_PREFIX = "cutover:shadow:lease:"
+WORKER_PREFIX = "cutover:shadow:worker:"
+# Renew a lease well before it lapses; a dead worker's shards move after LEASE_SECONDS.
+LEASE_SECONDS = 6.0
+RENEW_SECONDS = 2.0
+READ_COUNT = 256
+READ_BLOCK_MS = 200
+
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class ShadowWorker:
+    def __init__(
+        self,
+        client: redis.Redis,
+        backend_factory: Callable[[], ShadowBackend],
+        *,
+        name: str | None = None,
+        shards: int = 16,
+        backend_label: str = "reference",
+    ) -> None:
+        self.client = client
+        self.backend_factory = backend_factory
+        self.name = name or f"{os.uname().nodename}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.shards = shards
+        self.backend_label = backend_label
+        self.owned: dict[int, ShardProcessor] = {}
+        self._renew = client.register_script(RENEW)
+        self._last_renew = 0.0
+        self.processed = 0
+
+    def key(self, shard: int) -> str:
+        return f"{STREAM_PREFIX}{{{shard}}}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.ensure_groups()
+        log.info("shadow_worker_started name=%s shards=%d", self.name, self.shards)
+        try:
+            while not stop.is_set():
+                try:
+                    if time.monotonic() - self._last_renew >= RENEW_SECONDS:
+                        await self.balance()
+                    await self.read_once()
+                except (redis.RedisError, OSError) as exc:
+                    # Unacknowledged entries stay pending; whoever owns the shard next processes them.
+                    log.warning("shadow_redis_error name=%s error=%r; retrying in 1 s", self.name, exc)
+                    self.owned.clear()
+                    await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self.release(), 2.0)
+
+    async def ensure_groups(self) -> None:
+        for shard in range(self.shards):
+            try:  # from the start of the stream: whatever the tee already holds is compared too
+                await self.client.xgroup_create(self.key(shard), GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def balance(self) -> None:
+        """Renew the leases held, drop lost ones, take free shards up to a fair share."""
+        self._last_renew = time.monotonic()
+        lease_ms = int(LEASE_SECONDS * 1000)
+        await self.client.set(WORKER_PREFIX + self.name, b"1", px=lease_ms)
+        workers = len([key async for key in self.client.scan_iter(match=WORKER_PREFIX + "*")]) or 1
+        fair = math.ceil(self.shards / workers)
+        for shard in list(self.owned):
+            if not await self._renew(keys=[LEASE_PREFIX + str(shard)], args=[self.name, lease_ms]):
+                log.warning("shadow_lease_lost name=%s shard=%d", self.name, shard)
+                del self.owned[shard]
+        for shard in range(self.shards):
+            if len(self.owned) >= fair:
+                break
+            if shard not in self.owned and await self.client.set(
+                LEASE_PREFIX + str(shard), self.name.encode(), nx=True, px=lease_ms
+            ):
+                self.owned[shard] = ShardProcessor(self.backend_factory())
+                await self.take_over(shard)
+        while len(self.owned) > fair:  # give back what a newcomer should have
+            shard = max(self.owned)
+            del self.owned[shard]
+            await self.client.delete(LEASE_PREFIX + str(shard))
+        metrics.SHARDS.set(len(self.owned))
+
+    async def take_over(self, shard: int) -> None:
+        """Process, in order, the entries other (dead) consumers read from this shard but never acknowledged."""
+        start = "0-0"
+        while True:
+            result = await self.client.xautoclaim(self.key(shard), GROUP, self.name, min_idle_time=0, start_id=start)
+            start, entries = result[0], result[1]
+            if entries:
+                log.info("shadow_claimed name=%s shard=%d entries=%d", self.name, shard, len(entries))
+                for entry_id, fields in entries:
+                    if fields is not None:
+                        await self.apply(shard, entry_id.decode(), fields)
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    async def read_once(self) -> None:
+        if not self.owned:
+            await asyncio.sleep(READ_BLOCK_MS / 1000)
+            return
+        streams: Any = {self.key(shard): ">" for shard in self.owned}
+        replies: Any = await self.client.xreadgroup(GROUP, self.name, streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        for stream, entries in replies or []:
+            shard = int(stream.decode().rsplit("{", 1)[1].rstrip("}"))
+            for entry_id, fields in entries:
+                if shard in self.owned:
+                    await self.apply(shard, entry_id.decode(), fields)
+
+    async def apply(self, shard: int, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        envelope = unpack(fields[b"e"])
+        metrics.LAG.observe(max(time.time() - envelope["t_ns"] / 1e9, 0))
+        started = time.perf_counter()
+        step: Step = self.owned[shard].process(entry_id, envelope)
+        metrics.BACKEND_LATENCY.labels(self.backend_label).observe(time.perf_counter() - started)
+        for comparison in step.comparisons:
+            if await records.write(self.client, comparison.comparison_id, comparison.action, comparison.records):
+                self.count(comparison.action, comparison.records)
+        for violation in step.violations:
+            metrics.LINT_VIOLATIONS.labels(violation.rule, violation.model).inc()
+            await records.write_violation(self.client, violation, entry_id)
+        if step.acks:
+            await self.client.xack(self.key(shard), GROUP, *step.acks)
+        self.processed += 1
+        metrics.PENDING.set(sum(len(p.pending) for p in self.owned.values()))
+
+    @staticmethod
+    def count(action: str, found: list[records.Record]) -> None:
+        if action == "Transaction":
+            metrics.TRANSACTIONS.labels("diverged" if found else "agreed").inc()
+        else:
+            metrics.COMPARISONS.labels(action).inc()
+        for record in found:
+            metrics.DIVERGENCES.labels(record.action, record.kind).inc()
+
+    async def release(self) -> None:
+        for shard in list(self.owned):
+            await self.client.delete(LEASE_PREFIX + str(shard))
+        self.owned.clear()
+        await self.client.delete(WORKER_PREFIX + self.name)

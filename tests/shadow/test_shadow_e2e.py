@@ -1,0 +1,207 @@
+"""Shadow workers end to end: chargers → proxy → reference legacy CSMS, the tee in Redis, shadow workers on
+the built-in 2.0.1 backend comparing every answer and reconciling every transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as redis
+from prometheus_client import REGISTRY
+
+from peers.charger201 import Charger201
+from peers.legacy_csms import LegacyCsms
+from proxy.app import RunningProxy
+from proxy.tee import envelope, stream_key
+from shadow import records, worker
+from shadow.reference_csms import ReferenceCsms
+from shadow.worker import GROUP, ShadowWorker
+from tests.conftest import proxy_url
+
+TOKENS = {"TAG0001", "TAG0002", "TAG0003"}
+
+
+async def drained(client: redis.Redis) -> bool:
+    """Every tee entry was delivered to a shadow worker and acknowledged."""
+    async for key in client.scan_iter(match="cutover:tee:*"):
+        info = await client.xinfo_stream(key)
+        groups = {g["name"].decode(): g for g in await client.xinfo_groups(key)}
+        group = groups.get(GROUP)
+        if group is None or group["pending"] or group["last-delivered-id"] != info["last-generated-id"]:
+            return False
+    return True
+
+
+@pytest.fixture
+def lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "LEASE_SECONDS", 1.0)
+    monkeypatch.setattr(worker, "RENEW_SECONDS", 0.3)
+
+
+def own_client(redis_url: str) -> redis.Redis:
+    """A worker's own connection pool, as a separate process would have."""
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+async def shadow(redis_url: str, redis_client: redis.Redis, lease: None) -> AsyncIterator[Callable[..., object]]:
+    """Starts a shadow worker on the built-in backend accepting the given tokens; stops it at the end."""
+    started: list[tuple[asyncio.Event, asyncio.Task[None], redis.Redis]] = []
+
+    async def run(tokens: set[str]) -> None:
+        client, stop = own_client(redis_url), asyncio.Event()
+        shadow = ShadowWorker(client, lambda: ReferenceCsms(tokens), name=f"w{len(started)}")
+        started.append((stop, asyncio.create_task(shadow.run(stop)), client))
+
+    yield run
+    for stop, task, client in started:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+
+
+async def charge(proxy: RunningProxy, station: str, token: str, authorize_first: bool = True) -> Charger201:
+    charger = Charger201(station, proxy_url(proxy))
+    await charger.connect()
+    await charger.boot()
+    await charger.status(1, 1, "Available")
+    await charger.run_session(id_token=token, samples=2, interval=0.01, authorize_first=authorize_first)
+    await charger.close()
+    return charger
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_identical_token_lists_give_no_divergence(
+    proxy: RunningProxy, legacy: LegacyCsms, redis_client: redis.Redis, shadow: Callable[[set[str]], object]
+) -> None:
+    await shadow(TOKENS)  # type: ignore[misc]
+    await charge(proxy, "SH01", "TAG0001")
+    await charge(proxy, "SH02", "TAG0002", authorize_first=False)
+    await proxy.tee.flush()
+    await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+    found, _ = await records.query(redis_client)
+    assert found == []
+    comparisons = {k.decode(): int(v) for k, v in (await redis_client.hgetall(records.COMPARISONS)).items()}
+    assert comparisons["TransactionEvent"] >= 8 and comparisons["Authorize"] == 2 and comparisons["Transaction"] == 2
+
+
+async def until(predicate: Callable[[], object]) -> None:
+    """Poll an async condition (a Redis state this test cannot be notified of)."""
+    while not await predicate():  # type: ignore[misc]  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+async def test_token_the_shadow_rejects_is_a_status_mismatch(
+    proxy: RunningProxy,
+    legacy: LegacyCsms,
+    redis_url: str,
+    redis_client: redis.Redis,
+    shadow: Callable[[set[str]], object],
+) -> None:
+    before = sample("cutover_divergences_total", {"action": "Authorize", "kind": "status_mismatch"})
+    await shadow(TOKENS - {"TAG0003"})  # type: ignore[misc]
+    await charge(proxy, "SH03", "TAG0003")
+    await proxy.tee.flush()
+    await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+    found, _ = await records.query(redis_client, station="SH03")
+    kinds = sorted({(r["action"], r["kind"], r["path"], r["live"], r["shadow"]) for r in found})
+    assert kinds == [
+        ("Authorize", "status_mismatch", "idTokenInfo.status", "Accepted", "Invalid"),
+        ("TransactionEvent", "status_mismatch", "idTokenInfo.status", "Accepted", "Invalid"),
+    ]
+    assert sample("cutover_divergences_total", {"action": "Authorize", "kind": "status_mismatch"}) == before + 1
+    listed = subprocess.run(
+        [sys.executable, "-m", "proxy", "divergences", "--redis-url", redis_url,
+         "--station", "SH03", "--kind", "status_mismatch"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "Authorize" in listed.stdout and "idTokenInfo.status" in listed.stdout
+
+
+async def test_transaction_energy_divergence_carries_both_values(
+    redis_client: redis.Redis, shadow: Callable[[set[str]], object]
+) -> None:
+    """The legacy recorded a meterStop other than the 2.0.1 stream's (a crafted tee)."""
+    station, conn = "SH04", "c-1"
+    t0, t1 = "2026-11-24T19:43:27.000Z", "2026-11-24T19:50:00.000Z"
+    frames = [
+        ("charger", "in", "ocpp2.0.1", [2, "e1", "TransactionEvent", {
+            "eventType": "Started", "seqNo": 0, "timestamp": t0, "triggerReason": "Authorized",
+            "transactionInfo": {"transactionId": "tx"}, "evse": {"id": 1},
+            "idToken": {"idToken": "TAG0001", "type": "ISO14443"},
+            "meterValue": [{"timestamp": t0, "sampledValue": [{"value": 100, "context": "Transaction.Begin"}]}]}]),
+        ("legacy", "out", "ocpp1.6", [2, "p1", "StartTransaction", {
+            "connectorId": 1, "idTag": "TAG0001", "meterStart": 100, "timestamp": t0}]),
+        ("legacy", "in", "ocpp1.6", [3, "p1", {"transactionId": 9, "idTagInfo": {"status": "Accepted"}}]),
+        ("charger", "out", "ocpp2.0.1", [3, "e1", {"idTokenInfo": {"status": "Accepted"}}]),
+        ("charger", "in", "ocpp2.0.1", [2, "e2", "TransactionEvent", {
+            "eventType": "Ended", "seqNo": 1, "timestamp": t1, "triggerReason": "EVDeparted",
+            "transactionInfo": {"transactionId": "tx", "stoppedReason": "EVDisconnected"},
+            "meterValue": [{"timestamp": t1, "sampledValue": [{"value": 5100, "context": "Transaction.End"}]}]}]),
+        ("legacy", "out", "ocpp1.6", [2, "p2", "StopTransaction", {
+            "transactionId": 9, "meterStop": 4900, "timestamp": t1, "reason": "EVDisconnected"}]),
+        ("legacy", "in", "ocpp1.6", [3, "p2", {}]),
+        ("charger", "out", "ocpp2.0.1", [3, "e2", {}]),
+    ]  # fmt: skip
+    import orjson
+
+    for seq, (leg, direction, proto, frame) in enumerate(frames):
+        await redis_client.xadd(
+            stream_key(station, 16), {"e": envelope(station, conn, seq, leg, direction, proto, orjson.dumps(frame))}
+        )
+    await shadow(TOKENS)  # type: ignore[misc]
+    await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+    found, _ = await records.query(redis_client, station=station, action="Transaction")
+    assert [(r["kind"], r["path"], r["live"], r["shadow"]) for r in found] == [
+        ("transaction_mismatch", "meterStop", 4900, 5100)
+    ]
+
+
+async def test_a_killed_worker_loses_no_comparison_and_nothing_counts_twice(
+    proxy: RunningProxy, legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "shadow", "--redis-url", redis_url, "--tokens", ",".join(TOKENS)],
+        stderr=subprocess.PIPE,
+    )
+    charger = Charger201("SH05", proxy_url(proxy))
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, 1, "Available")
+        await charger.start_transaction(1, "TAG0001")
+        await proxy.tee.flush()
+        await asyncio.wait_for(until(lambda: compared(redis_client, "TransactionEvent")), 15)
+    finally:
+        first.send_signal(signal.SIGKILL)  # killed: leases held, entries read and left unacknowledged
+        first.wait()
+
+    await charger.sample(1, 1000)
+    await charger.stop_transaction(1, "Local", "StopAuthorized", "TAG0001")
+    await charger.close()
+    await proxy.tee.flush()
+    second = ShadowWorker(own_client(redis_url), lambda: ReferenceCsms(TOKENS), name="second")
+    stop_second = asyncio.Event()
+    second_task = asyncio.create_task(second.run(stop_second))
+    await asyncio.wait_for(until(lambda: drained(redis_client)), 30)  # after the first's leases lapse
+    stop_second.set()
+    await asyncio.wait_for(second_task, 10)
+
+    answered = [f for f in charger.frames_in if f[0] in (3, 4)]  # every CALL the charger made was answered
+    counts = await redis_client.hgetall(records.COMPARISONS)
+    assert sum(int(v) for k, v in counts.items() if k != b"Transaction") == len(answered)
+    assert int(counts[b"Transaction"]) == 1
+    found, _ = await records.query(redis_client, station="SH05")
+    assert found == []
+
+
+async def compared(client: redis.Redis, action: str) -> bool:
+    return bool(await client.hget(records.COMPARISONS, action))
