@@ -55,6 +55,7 @@ def add_commands(commands: Any) -> None:
 
 async def run_shadow(values: dict[str, Any]) -> int:
     from proxy.admin import AdminServer
+    from shadow.processor import ReferenceBackend
     from shadow.reference_csms import ReferenceCsms
     from shadow.worker import ShadowWorker
 
@@ -71,9 +72,11 @@ async def run_shadow(values: dict[str, Any]) -> int:
                 log.warning("shadow_tokens_refresh_failed key=%s error=%r", values["tokens_redis_set"], exc)
             await asyncio.sleep(10)
 
-    def backend() -> ReferenceCsms:
-        return ReferenceCsms(
-            lambda: tokens, boot_policy=values["boot_policy"], heartbeat_interval=values["heartbeat_interval"]
+    def backend() -> ReferenceBackend:
+        return ReferenceBackend(
+            ReferenceCsms(
+                lambda: tokens, boot_policy=values["boot_policy"], heartbeat_interval=values["heartbeat_interval"]
+            )
         )
 
     stop = asyncio.Event()

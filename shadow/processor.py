@@ -18,6 +18,7 @@ from shadow.divergence import DEFAULT_TIME_TOLERANCE, Answer, Divergence, compar
 from shadow.lint import CHARGER_TO_CSMS, CSMS_TO_CHARGER, Lint, Violation
 from shadow.reconcile import ChargerTransaction, LegacyView, orphans, reconcile
 from shadow.records import Record
+from shadow.reference_csms import ReferenceCsms
 from translators import schemas
 from translators.rpc import OcppError
 
@@ -25,11 +26,28 @@ OCPP201 = "ocpp2.0.1"
 
 
 class ShadowBackend(Protocol):
-    """A 2.0.1 CSMS the shadow asks: answers a charger CALL and keeps the charger's transactions."""
+    """A 2.0.1 CSMS the shadow asks: answers a charger CALL (None: it did not answer in time) and keeps
+    the charger's transactions as its event stream tells them."""
 
-    def handle(self, station_id: str, action: str, payload: dict[str, Any], now: str) -> dict[str, Any]: ...
+    async def answer(self, station_id: str, action: str, payload: dict[str, Any], now: str) -> Answer | None: ...
 
     def transactions(self, station_id: str) -> list[Any]: ...
+
+
+class ReferenceBackend:
+    """The built-in reference 2.0.1 CSMS as a shadow backend."""
+
+    def __init__(self, csms: ReferenceCsms) -> None:
+        self.csms = csms
+
+    async def answer(self, station_id: str, action: str, payload: dict[str, Any], now: str) -> Answer | None:
+        try:
+            return Answer(payload=self.csms.handle(station_id, action, payload, now))
+        except OcppError as error:
+            return Answer(error=error.code_for("2.0.1"), description=error.description)
+
+    def transactions(self, station_id: str) -> list[Any]:
+        return list(self.csms.transactions(station_id))
 
 
 @dataclass
@@ -53,7 +71,7 @@ class PendingCall:
     station: str
     action: str
     payload: dict[str, Any]
-    shadow: Answer
+    shadow: Answer | None  # None: the shadow backend did not answer in time
     at: float
 
 
@@ -73,7 +91,7 @@ class ShardProcessor:
         self.lint = Lint()
         self.connections: dict[str, str] = {}  # station → its current connection id (for the lint)
 
-    def process(self, entry_id: str, envelope: dict[str, Any]) -> Step:
+    async def process(self, entry_id: str, envelope: dict[str, Any]) -> Step:
         step = Step()
         try:
             frame = orjson.loads(envelope["frame"])
@@ -97,9 +115,8 @@ class ShardProcessor:
             step.acks.append(entry_id)  # a 1.6 charger in passthrough: nothing for a 2.0.1 shadow
         elif direction == "in" and frame[0] == 2 and len(frame) == 4 and isinstance(frame[3], dict):
             at = envelope["t_ns"] / 1e9
-            self.pending[(envelope["conn"], frame[1])] = PendingCall(
-                entry_id, station, frame[2], frame[3], self.shadow_answer(station, frame[2], frame[3], envelope), at
-            )
+            shadow = await self.shadow_answer(station, frame[2], frame[3], envelope)
+            self.pending[(envelope["conn"], frame[1])] = PendingCall(entry_id, station, frame[2], frame[3], shadow, at)
         elif direction == "out" and frame[0] in (3, 4) and (envelope["conn"], frame[1]) in self.pending:
             call = self.pending.pop((envelope["conn"], frame[1]))
             live = Answer(payload=frame[2]) if frame[0] == 3 else Answer(error=frame[2], description=frame[3])
@@ -114,13 +131,15 @@ class ShardProcessor:
             step.acks.append(entry_id)  # the proxy's own CALLs to the charger and their answers
         return step
 
-    def shadow_answer(self, station: str, action: str, payload: dict[str, Any], envelope: dict[str, Any]) -> Answer:
+    async def shadow_answer(
+        self, station: str, action: str, payload: dict[str, Any], envelope: dict[str, Any]
+    ) -> Answer | None:
         """What the shadow backend answers (a schema-invalid CALL gets the CALLERROR a 2.0.1 CSMS owes it)."""
         try:
             self.schemas.validate("2.0.1", "request", action, payload)
-            return Answer(payload=self.backend.handle(station, action, payload, iso(envelope["t_ns"])))
         except OcppError as error:
             return Answer(error=error.code_for("2.0.1"), description=error.description)
+        return await self.backend.answer(station, action, payload, iso(envelope["t_ns"]))
 
     @staticmethod
     def records(call: PendingCall, action: str, comparison_id: str, found: list[Divergence]) -> list[Record]:

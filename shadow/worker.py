@@ -147,7 +147,7 @@ class ShadowWorker:
         envelope = unpack(fields[b"e"])
         metrics.LAG.observe(max(time.time() - envelope["t_ns"] / 1e9, 0))
         started = time.perf_counter()
-        step: Step = self.owned[shard].process(entry_id, envelope)
+        step: Step = await self.owned[shard].process(entry_id, envelope)
         metrics.BACKEND_LATENCY.labels(self.backend_label).observe(time.perf_counter() - started)
         for comparison in step.comparisons:
             if await records.write(self.client, comparison.comparison_id, comparison.action, comparison.records):

@@ -18,6 +18,7 @@ from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy
 from proxy.tee import envelope, stream_key
 from shadow import records, worker
+from shadow.processor import ReferenceBackend
 from shadow.reference_csms import ReferenceCsms
 from shadow.worker import GROUP, ShadowWorker
 from tests.conftest import proxy_url
@@ -54,7 +55,7 @@ async def shadow(redis_url: str, redis_client: redis.Redis, lease: None) -> Asyn
 
     async def run(tokens: set[str]) -> None:
         client, stop = own_client(redis_url), asyncio.Event()
-        shadow = ShadowWorker(client, lambda: ReferenceCsms(tokens), name=f"w{len(started)}")
+        shadow = ShadowWorker(client, lambda: ReferenceBackend(ReferenceCsms(tokens)), name=f"w{len(started)}")
         started.append((stop, asyncio.create_task(shadow.run(stop)), client))
 
     yield run
@@ -188,7 +189,7 @@ async def test_a_killed_worker_loses_no_comparison_and_nothing_counts_twice(
     await charger.stop_transaction(1, "Local", "StopAuthorized", "TAG0001")
     await charger.close()
     await proxy.tee.flush()
-    second = ShadowWorker(own_client(redis_url), lambda: ReferenceCsms(TOKENS), name="second")
+    second = ShadowWorker(own_client(redis_url), lambda: ReferenceBackend(ReferenceCsms(TOKENS)), name="second")
     stop_second = asyncio.Event()
     second_task = asyncio.create_task(second.run(stop_second))
     await asyncio.wait_for(until(lambda: drained(redis_client)), 30)  # after the first's leases lapse
