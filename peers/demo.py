@@ -11,12 +11,21 @@ import sys
 import time
 from typing import Any
 
+import redis.asyncio as redis
+from prometheus_client import REGISTRY
+
 from peers.charger16 import Charger16
 from peers.fleet import run_fleet
 from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy, start_proxy
 from proxy.cli import proxy_settings
 from proxy.redis_embedded import redis_or_embedded
+from shadow.processor import ReferenceBackend
+from shadow.reference_csms import ReferenceCsms
+from shadow.worker import ShadowWorker
+
+LEGACY_TOKENS = ("TAG0001", "TAG0002", "TAG0003")
+SHADOW_TOKENS = {"TAG0001", "TAG0002"}
 
 log = logging.getLogger("cutover.demo")
 
@@ -50,16 +59,23 @@ def summary(running: RunningProxy, legacy: LegacyCsms, started: float) -> str:
     health = running.health()
     stations: dict[str, int] = health["stations"]  # type: ignore[assignment]
     ended = sum(1 for tx in legacy.transactions.values() if tx.ended)
+    compared = sum(sample.value for sample in metric_samples("cutover_shadow_comparisons_total"))
+    diverged = sum(sample.value for sample in metric_samples("cutover_divergences_total"))
     return (
         f"{time.monotonic() - started:5.0f}s  stations ocpp2.0.1={stations.get('ocpp2.0.1', 0)} "
         f"ocpp1.6={stations.get('ocpp1.6', 0)}  legacy transactions started={len(legacy.transactions)} "
-        f"ended={ended}  frames tee'd={health['tee_written']} dropped={health['tee_dropped']}"
+        f"ended={ended}  frames tee'd={health['tee_written']} dropped={health['tee_dropped']}  "
+        f"shadow compared={compared:.0f} diverged={diverged:.0f}"
     )
+
+
+def metric_samples(name: str) -> list[Any]:
+    return [s for family in REGISTRY.collect() for s in family.samples if s.name == name]
 
 
 async def run_demo(values: dict[str, Any]) -> int:
     with redis_or_embedded(values["redis_url"]) as (redis_url, embedded):
-        legacy = LegacyCsms(accepted_id_tags=("TAG0001", "TAG0002", "TAG0003"))
+        legacy = LegacyCsms(accepted_id_tags=LEGACY_TOKENS)
         await legacy.start()
         try:
             return await demo_against(legacy, redis_url, embedded, values)
@@ -85,7 +101,16 @@ async def demo_against(legacy: LegacyCsms, redis_url: str, embedded: bool, value
     print(f"{values['chargers']} simulated 2.0.1 chargers + 1 OCPP 1.6 charger; Ctrl-C to stop", flush=True)
 
     started = time.monotonic()
-    fleet = asyncio.create_task(run_fleet(url, values["chargers"], duration=None, stop=stop))
+    shadow_client = redis.Redis.from_url(redis_url)
+    # The shadow's token list lacks one the legacy accepts: the divergences an operator would look into.
+    shadow = ShadowWorker(shadow_client, lambda: ReferenceBackend(ReferenceCsms(SHADOW_TOKENS)), name="demo-shadow")
+    shadow_task = asyncio.create_task(shadow.run(stop))
+    print(
+        f"shadow 2.0.1 backend: built-in, accepting {', '.join(sorted(SHADOW_TOKENS))} "
+        f"(the legacy also accepts {', '.join(sorted(set(LEGACY_TOKENS) - SHADOW_TOKENS))})",
+        flush=True,
+    )
+    fleet = asyncio.create_task(run_fleet(url, values["chargers"], duration=None, stop=stop, id_tokens=LEGACY_TOKENS))
     charger_16 = asyncio.create_task(charge_16(url, stop))
     if values["duration"] is not None:
         loop.call_later(values["duration"], stop.set)
@@ -98,8 +123,10 @@ async def demo_against(legacy: LegacyCsms, redis_url: str, embedded: bool, value
             print(("\r" + line + "  ") if live else line, end="" if live else "\n", flush=True)
         result = await fleet
         await charger_16
+        await shadow_task
     finally:
         await running.stop()
+        await shadow_client.aclose()
     open_at_legacy = [tx for tx in legacy.transactions.values() if not tx.ended]
     print(("\n" if live else "") + "final: " + summary(running, legacy, started))
     print(
