@@ -16,13 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from prometheus_client import REGISTRY
-
-from proxy.redis_embedded import free_port
 
 import proxy.metrics  # noqa: F401  (registers the metrics)
 import shadow.metrics  # noqa: F401
+from proxy.redis_embedded import free_port
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"
 
