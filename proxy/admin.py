@@ -1,5 +1,6 @@
-"""The admin HTTP plane (aiohttp): `/metrics` for Prometheus, `/healthz`, and `/divergences` (what the
-shadow workers recorded, JSON, paginated). Bad query parameters get an RFC 9457 problem response."""
+"""The admin HTTP plane (aiohttp): `/metrics` for Prometheus, `/healthz`, `/divergences` (what the shadow
+workers recorded, JSON, paginated) and `/lint?station=` (a station's conformance-lint violations). Bad query
+parameters get an RFC 9457 problem response."""
 
 from __future__ import annotations
 
@@ -60,10 +61,21 @@ def make_app(health: Callable[[], dict[str, object]], client: redis.Redis | None
         )
         return web.json_response({"items": found, "next_cursor": cursor})
 
+    async def lint_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis: no lint results to show")
+        station = request.query.get("station")
+        if not station:
+            return problem(
+                400, "Missing parameter", "station is required: the station whose violations to list", "station"
+            )
+        return web.json_response({"station": station, "items": await records.station_violations(client, station)})
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/divergences", divergences_handler)
+    app.router.add_get("/lint", lint_handler)
     return app
 
 
