@@ -83,6 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     shadow_cli.add_commands(commands)
     coverage = commands.add_parser("coverage", help="print what the proxy does with every OCPP action")
     coverage.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    certs = commands.add_parser("certs", help="development PKI: CA, server and station certificates, CRL")
+    certs_commands = certs.add_subparsers(dest="certs_command", required=True)
+    key_types = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")
+    certs_init = certs_commands.add_parser("init", help="write ca.pem/.key, server.pem/.key and an empty crl.pem")
+    certs_station = certs_commands.add_parser("station", help="write ID.pem/.key, a station client certificate")
+    certs_revoke = certs_commands.add_parser("revoke", help="add a station's certificate to crl.pem")
+    certs_server = certs_commands.add_parser("server", help="replace server.pem/.key (rotation)")
+    for certs_command in (certs_init, certs_station, certs_revoke, certs_server):
+        certs_command.add_argument("--dir", type=Path, required=True, help="the PKI directory (must exist)")
+    for certs_command in (certs_init, certs_server):
+        certs_command.add_argument("--hostname", action="append", help="server DNS name, repeatable (first = CN)")
+        certs_command.add_argument("--ip", action="append", help="server IP address, repeatable")
+    certs_init.add_argument("--key-type", choices=key_types, default="ec-p256")
+    certs_init.add_argument("--organization", default="ocpp-cutover dev", help="the O RDN of every certificate")
+    certs_init.add_argument("--force", action="store_true", help="replace existing files")
+    certs_station.add_argument("station_id", metavar="ID", help="station identity, also the certificate's CN")
+    certs_station.add_argument("--key-type", choices=key_types, default="ec-p256")
+    certs_station.add_argument("--days", type=int, default=365, help="validity in days")
+    certs_station.add_argument("--force", action="store_true", help="replace existing files")
+    certs_revoke.add_argument("station_id", metavar="ID", help="station identity, or a serial as 0x-hex")
+    certs_server.add_argument("--days", type=int, default=365, help="validity in days")
+    passwords = commands.add_parser("passwords", help="station HTTP Basic-auth passwords (stored as scrypt hashes)")
+    passwords_set = passwords.add_subparsers(dest="passwords_command", required=True).add_parser(
+        "set", help="read a station's password from stdin and store its salted hash in Redis"
+    )
+    passwords_set.add_argument("station_id", metavar="ID", help="station identity")
+    config.add(passwords_set, "--redis-url", config.redis_url, None, "the proxies' Redis (required)")
     lint = commands.add_parser("lint", help="check a capture's 2.0.1 charger frames for common certification failures")
     lint.add_argument("file", nargs="?", type=Path, help="capture: JSON lines with ts, cp, dir, frame (and proto)")
     lint.add_argument("--format", choices=("text", "json"), default="text")
@@ -98,6 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print({"text": coverage.as_text, "json": coverage.as_json, "markdown": coverage.as_markdown}[args.format]())
         return 0
+    if args.command == "certs":
+        from proxy import pki
+
+        return pki.command(args)
+    if args.command == "passwords":
+        from proxy import passwords
+
+        return passwords.command(args)
     if args.command == "lint":
         from shadow import lint
 

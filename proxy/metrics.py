@@ -50,3 +50,6 @@ STATE_PERSIST_FAILURES = Counter(
 TRANSACTIONS = Counter(
     "cutover_transactions_total", "2.0.1 transactions seen by the translator, by event", ["event"]
 )
+AUTH_FAILURES = Counter(
+    "cutover_auth_failures_total", "Charger connections refused at the handshake, by reason", ["reason"]
+)

@@ -25,6 +25,14 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from proxy import metrics
+from proxy.security import (
+    Admission,
+    Refusal,
+    TlsFiles,
+    TlsTerminator,
+    count_refusal,
+    redact_credentials_in_logs,
+)
 from proxy.state_store import StateStore
 from proxy.tee import Tee
 from translators import schemas
@@ -39,6 +47,8 @@ OCPP201, OCPP16 = "ocpp2.0.1", "ocpp1.6"
 SUPPORTED_SUBPROTOCOLS = (OCPP201, OCPP16)  # in order of preference
 # OCPP 2.0.1 Part 4 §3.1.1 / OCPP-J 1.6 §3.1.1: the identity is an identifierString of at most 48 characters.
 STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
+# What a refused charger is told: the status says enough; the reason goes to the operator's log only.
+REFUSAL_TEXT = {401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later"}
 MESSAGE_TYPES = {ord("2"): "call", ord("3"): "result", ord("4"): "error"}
 CALL_ACTION = re.compile(rb'\[\s*2\s*,\s*"(?:[^"\\]|\\.){0,36}"\s*,\s*"([A-Za-z0-9]{1,40})"')
 
@@ -53,6 +63,13 @@ class ProxySettings:
     upstream_open_timeout: float = 10.0
     max_frame_bytes: int = 256 * 1024
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    # OCPP security profile of stations without their own (0: none configured, no authentication).
+    security_profile: int = 0
+    tls: TlsFiles | None = None
+    client_cert_organization: str | None = None
+    allow_client_cert_on_profile_2: bool = True
+    # A slow (slowloris) client gets this long for the TLS and WebSocket opening handshakes together.
+    handshake_timeout: float = 10.0
 
     def legacy_url_for(self, station_id: str) -> str:
         """The legacy URL of a station: `{station}` replaced, or the id appended as the last path segment."""
@@ -91,6 +108,14 @@ class Proxy:
         self.schemas = schemas.load()  # compiled here, at start-up, never in the event loop
         self.sessions: dict[str, Session] = {}
         self.known_actions = self.schemas.actions["1.6"] | self.schemas.actions["2.0.1"]
+        redact_credentials_in_logs()
+        self.tls = TlsTerminator(settings.tls) if settings.tls is not None else None
+        self.admission = Admission(
+            settings.security_profile,
+            store.client,
+            organization=settings.client_cert_organization,
+            allow_client_cert_on_profile_2=settings.allow_client_cert_on_profile_2,
+        )
         self._server: Server | None = None
         self._connection_ids = itertools.count(1)
         self._instance = os.urandom(3).hex()
@@ -113,6 +138,9 @@ class Proxy:
             ping_interval=self.settings.ping_interval,
             ping_timeout=self.settings.ping_timeout,
             server_header="ocpp-cutover",
+            open_timeout=self.settings.handshake_timeout,
+            ssl=self.tls.front if self.tls is not None else None,
+            ssl_handshake_timeout=self.settings.handshake_timeout if self.tls is not None else None,
         )
         log.info(
             "proxy_listening host=%s port=%d legacy_url=%s",
@@ -129,9 +157,9 @@ class Proxy:
             await self._server.wait_closed()
             self._server = None
 
-    def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         try:
-            station_id_from_path(request.path)
+            station_id = station_id_from_path(request.path)
         except ValueError as exc:
             return self._refuse(connection, "bad_station_id", http.HTTPStatus.BAD_REQUEST, str(exc))
         offered = offered_subprotocols(request)
@@ -143,6 +171,20 @@ class Proxy:
                 f"no supported OCPP subprotocol offered (got {', '.join(offered) or 'none'}); "
                 f"this proxy speaks {', '.join(SUPPORTED_SUBPROTOCOLS)}",
             )
+        source = str(connection.remote_address[0]) if connection.remote_address else "?"
+        try:
+            await self.admission.admit(
+                station_id,
+                source,
+                request.headers.get("Authorization"),
+                connection.transport.get_extra_info("ssl_object"),
+            )
+        except Refusal as refusal:
+            count_refusal(refusal, station_id, source)
+            response = connection.respond(refusal.status, f"{REFUSAL_TEXT[refusal.status]}\n")
+            if refusal.status == 401:
+                response.headers["WWW-Authenticate"] = 'Basic realm="ocpp-cutover", charset="UTF-8"'
+            return response
         return None
 
     @staticmethod

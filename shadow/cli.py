@@ -40,6 +40,11 @@ def add_commands(commands: Any) -> None:
     config.add(shadow, "--tokens-redis-set", str, None, "a Redis set of accepted id tokens (read every 10 s)")
     config.add(shadow, "--boot-policy", config.choice("accept", "pending", "reject"), "accept", "shadow boot answer")
     config.add(shadow, "--heartbeat-interval", config.positive_int, 300, "interval the shadow gives at boot")
+    config.add(
+        shadow, "--shadow-url", config.ws_url, None,
+        "replay to this external 2.0.1 CSMS instead of the built-in one: a ws:// or wss:// URL with {station}, "
+        "else the station id is appended as the last path segment",
+    )  # fmt: skip
     config.add(shadow, "--admin-listen", config.host_port, None, "HOST:PORT of the worker's /metrics")
     config.add(shadow, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level")
 
@@ -57,6 +62,7 @@ async def run_shadow(values: dict[str, Any]) -> int:
     from proxy.admin import AdminServer
     from shadow.processor import ReferenceBackend
     from shadow.reference_csms import ReferenceCsms
+    from shadow.replay import ReplayBackend, log_exchange, redis_device_models
     from shadow.worker import ShadowWorker
 
     client = redis.Redis.from_url(values["redis_url"])
@@ -72,7 +78,15 @@ async def run_shadow(values: dict[str, Any]) -> int:
                 log.warning("shadow_tokens_refresh_failed key=%s error=%r", values["tokens_redis_set"], exc)
             await asyncio.sleep(10)
 
-    def backend() -> ReferenceBackend:
+    # One replay backend for every shard this worker owns: one connection per station to the external CSMS,
+    # all closed at exit (a backend per shard would leave a lost shard's connections open).
+    replay = None
+    if values["shadow_url"] is not None:
+        replay = ReplayBackend(values["shadow_url"], device_model=redis_device_models(client), record=log_exchange)
+
+    def backend() -> ReferenceBackend | ReplayBackend:
+        if replay is not None:
+            return replay
         return ReferenceBackend(
             ReferenceCsms(
                 lambda: tokens, boot_policy=values["boot_policy"], heartbeat_interval=values["heartbeat_interval"]
@@ -90,8 +104,10 @@ async def run_shadow(values: dict[str, Any]) -> int:
         admin = AdminServer(host, port, lambda: {"role": "shadow"}, client)
         await admin.start()
     try:
-        await ShadowWorker(client, backend).run(stop)
+        await ShadowWorker(client, backend, backend_label="reference" if replay is None else "replay").run(stop)
     finally:
+        if replay is not None:
+            await replay.close()
         for task in background:
             task.cancel()
         if admin is not None:

@@ -1,0 +1,247 @@
+"""Security profiles over real TLS on loopback with generated certificates."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidMessage, InvalidStatus
+
+from peers.legacy_csms import LegacyCsms
+from proxy import pki
+from proxy.app import RunningProxy, start_proxy
+from proxy.passwords import hash_password, password_key
+from proxy.security import TlsFiles, profile_key
+from tests.conftest import settings_for
+from tests.frames import tee_envelopes
+
+PASSWORD = "correct-horse-battery"  # 21 characters, within OCPP 2.0.1's 16..40
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    pki.init_ca(directory)
+    for station in ("SEC01", "SEC02", "SEC03", "SEC04"):
+        pki.issue_station(directory, station)
+    now = dt.datetime.now(dt.UTC)
+    pki.issue_station(
+        directory, "EXPIRED", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
+    )
+    pki.issue_station(directory, "FUTURE", not_before=now + dt.timedelta(days=1), not_after=now + dt.timedelta(days=10))
+    pki.issue_station(directory, "REVOKED")
+    other = tmp_path_factory.mktemp("other-ca")
+    pki.init_ca(other)
+    pki.issue_station(other, "SEC01")
+    (directory / "other").mkdir()
+    for name in ("SEC01.pem", "SEC01.key"):
+        (directory / "other" / name).write_bytes((other / name).read_bytes())
+    return directory
+
+
+def client_context(pki_dir: Path, station: str | None = None, certs: Path | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pki_dir / "ca.pem")
+    if station is not None:
+        folder = certs or pki_dir
+        context.load_cert_chain(folder / f"{station}.pem", folder / f"{station}.key")
+    return context
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+async def secure_proxy(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis, pki_dir: Path
+) -> AsyncIterator[RunningProxy]:
+    settings = settings_for(legacy)
+    settings.security_profile = 2
+    settings.tls = TlsFiles(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem", pki_dir / "crl.pem")
+    running = await start_proxy(settings, redis_url, None)
+    for station in ("SEC01", "SEC02", "SEC03"):
+        await redis_client.set(password_key(station), hash_password(PASSWORD))
+    yield running
+    await running.stop()
+
+
+def wss(running: RunningProxy, station: str) -> str:
+    return f"wss://localhost:{running.proxy.port}/ocpp/{station}"
+
+
+async def boots(ws: ClientConnection) -> bool:
+    boot = {"chargingStation": {"model": "M", "vendorName": "V"}, "reason": "PowerUp"}
+    await ws.send(orjson.dumps([2, "b", "BootNotification", boot]).decode())
+    return bool(orjson.loads(await ws.recv())[2]["status"] == "Accepted")
+
+
+async def refused_status(url: str, **kwargs: object) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, subprotocols=["ocpp2.0.1"], **kwargs):  # type: ignore[arg-type, list-item]
+            pass
+    return refused.value.response.status_code
+
+
+async def test_profile_2_basic_auth(secure_proxy: RunningProxy, pki_dir: Path) -> None:
+    context = client_context(pki_dir)
+    url = wss(secure_proxy, "SEC01")
+    async with connect(url, subprotocols=["ocpp2.0.1"], ssl=context, additional_headers=basic("SEC01", PASSWORD)) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "ocpp2.0.1" and await boots(ws)
+    assert await refused_status(url, ssl=context, additional_headers=basic("SEC01", "wrong-password-0000")) == 401
+    assert await refused_status(url, ssl=context, additional_headers=basic("SEC02", PASSWORD)) == 401
+    assert await refused_status(url, ssl=context) == 401
+
+
+async def test_profile_3_binds_the_certificate_to_the_station(
+    secure_proxy: RunningProxy, pki_dir: Path, redis_client: redis.Redis
+) -> None:
+    for station in ("SEC03", "SEC04"):
+        await redis_client.set(profile_key(station), b"3")
+    async with connect(
+        wss(secure_proxy, "SEC03"), subprotocols=["ocpp2.0.1"], ssl=client_context(pki_dir, "SEC03")
+    ) as ws:  # type: ignore[list-item]
+        assert await boots(ws)
+    # a valid certificate of another station, no certificate, Basic credentials instead of a certificate
+    assert await refused_status(wss(secure_proxy, "SEC04"), ssl=client_context(pki_dir, "SEC03")) == 403
+    assert await refused_status(wss(secure_proxy, "SEC03"), ssl=client_context(pki_dir)) == 403
+    assert (
+        await refused_status(
+            wss(secure_proxy, "SEC03"), ssl=client_context(pki_dir), additional_headers=basic("SEC03", PASSWORD)
+        )
+        == 403
+    )
+
+
+@pytest.mark.parametrize(
+    ("station", "certs"), [("SEC01", "other"), ("EXPIRED", None), ("FUTURE", None), ("REVOKED", None)]
+)
+async def test_bad_client_certificates_end_the_tls_handshake(
+    secure_proxy: RunningProxy, pki_dir: Path, redis_client: redis.Redis, station: str, certs: str | None
+) -> None:
+    if station == "REVOKED":
+        pki.revoke(pki_dir, "REVOKED")
+        secure_proxy.proxy.tls.reload()  # type: ignore[union-attr]
+    await redis_client.set(profile_key(station), b"3")
+    context = client_context(pki_dir, station, pki_dir / certs if certs else None)
+    # TLS 1.3 clients learn of the refusal after their side of the handshake: the socket closes unanswered.
+    with pytest.raises((ssl.SSLError, ConnectionError, InvalidMessage, OSError)):
+        async with connect(wss(secure_proxy, station), subprotocols=["ocpp2.0.1"], ssl=context) as ws:  # type: ignore[list-item]
+            await ws.recv()
+    assert station not in secure_proxy.proxy.sessions
+
+
+@pytest.mark.parametrize("weakness", ["tls1.1", "weak-cipher"])
+async def test_old_tls_and_weak_ciphers_are_refused(secure_proxy: RunningProxy, pki_dir: Path, weakness: str) -> None:
+    context = client_context(pki_dir)
+    if weakness == "tls1.1":
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    else:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("AES128-SHA:ECDHE-RSA-AES128-SHA:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        async with connect(
+            wss(secure_proxy, "SEC01"),
+            subprotocols=["ocpp2.0.1"],
+            ssl=context,  # type: ignore[list-item]
+            additional_headers=basic("SEC01", PASSWORD),
+        ):
+            pass
+
+
+async def test_plain_ws_for_a_profile_3_station_is_refused(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(legacy)
+    settings.security_profile = 1
+    running = await start_proxy(settings, redis_url, None)
+    await redis_client.set(profile_key("PLAIN3"), b"3")
+    try:
+        url = f"ws://127.0.0.1:{running.proxy.port}/ocpp/PLAIN3"
+        assert await refused_status(url, additional_headers=basic("PLAIN3", PASSWORD)) == 403
+    finally:
+        await running.stop()
+
+
+async def test_client_certificate_on_a_profile_2_station_when_forbidden(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis, pki_dir: Path
+) -> None:
+    settings = settings_for(legacy)
+    settings.security_profile = 2
+    settings.allow_client_cert_on_profile_2 = False
+    settings.tls = TlsFiles(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem")
+    running = await start_proxy(settings, redis_url, None)
+    await redis_client.set(password_key("SEC02"), hash_password(PASSWORD))
+    try:
+        status = await refused_status(
+            wss(running, "SEC02"), ssl=client_context(pki_dir, "SEC02"), additional_headers=basic("SEC02", PASSWORD)
+        )
+    finally:
+        await running.stop()
+    assert status == 403
+
+
+async def test_certificate_rotation_keeps_live_sessions(secure_proxy: RunningProxy, pki_dir: Path) -> None:
+    context = client_context(pki_dir)
+    url = wss(secure_proxy, "SEC01")
+    async with connect(
+        url, subprotocols=["ocpp2.0.1"], ssl=context, additional_headers=basic("SEC01", PASSWORD)
+    ) as old:  # type: ignore[list-item]
+        before = old.transport.get_extra_info("ssl_object").getpeercert()["serialNumber"]
+        pki.issue_server(pki_dir, ("localhost",), ("127.0.0.1",))
+        secure_proxy.proxy.tls.reload()  # type: ignore[union-attr]
+        async with connect(
+            url.replace("SEC01", "SEC02"),
+            subprotocols=["ocpp2.0.1"],
+            ssl=context,  # type: ignore[list-item]
+            additional_headers=basic("SEC02", PASSWORD),
+        ) as new:
+            after = new.transport.get_extra_info("ssl_object").getpeercert()["serialNumber"]
+            assert await boots(new)
+        assert await boots(old)  # the session opened before the reload goes on
+    assert before != after
+
+
+async def test_failed_attempts_are_rate_limited_and_cannot_hijack(secure_proxy: RunningProxy, pki_dir: Path) -> None:
+    context = client_context(pki_dir)
+    url = wss(secure_proxy, "SEC03")
+    async with connect(url, subprotocols=["ocpp2.0.1"], ssl=context, additional_headers=basic("SEC03", PASSWORD)) as ws:  # type: ignore[list-item]
+        statuses = [
+            await refused_status(url, ssl=context, additional_headers=basic("SEC03", "not-the-password-00"))
+            for _ in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]  # penalised after three failures in a row
+        assert await boots(ws)  # the authenticated session was not replaced by the failed ones
+
+
+async def test_secrets_stay_out_of_the_tee_and_the_logs(
+    secure_proxy: RunningProxy, pki_dir: Path, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    context = client_context(pki_dir)
+    header = basic("SEC02", PASSWORD)
+    async with connect(
+        wss(secure_proxy, "SEC02"), subprotocols=["ocpp2.0.1"], ssl=context, additional_headers=header
+    ) as ws:  # type: ignore[list-item]
+        assert await boots(ws)
+    await refused_status(
+        wss(secure_proxy, "SEC02"), ssl=context, additional_headers=basic("SEC02", "another-secret-xyz")
+    )
+    await secure_proxy.tee.flush()
+    frames = b"".join(envelope["frame"] for envelope in await tee_envelopes(redis_client))
+    logged = caplog.text
+    for secret in (PASSWORD, "another-secret-xyz", header["Authorization"], header["Authorization"][6:]):
+        assert secret.encode() not in frames and secret not in logged
+    stored = await redis_client.get(password_key("SEC02"))
+    assert PASSWORD.encode() not in stored
+    await asyncio.sleep(0)
