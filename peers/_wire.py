@@ -9,12 +9,16 @@ CALLRESULT payload it receives by message id, so nothing goes through a camelCas
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from ocpp.exceptions import GenericError, UnknownCallErrorCodeError
@@ -189,12 +193,28 @@ async def run_logged(coro: Awaitable[Any], logger: logging.Logger, event: str, *
         logger.warning("%s %s error=%r", event, details, exc)
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How a simulated station proves who it is: a TLS context (with its certificate for profile 3) and/or
+    an HTTP Basic password (profiles 1 and 2)."""
+
+    tls: ssl.SSLContext | None = None
+    password: str | None = None
+
+    def headers(self, station_id: str) -> dict[str, str]:
+        if self.password is None:
+            return {}
+        token = base64.b64encode(f"{unquote(station_id)}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+
 class RecordingPeer:
     """What both simulated chargers share: frame records and opening a recorded OCPP connection."""
 
     frames_in: list[Any]
     frames_out: list[Any]
     received_calls: list[tuple[str, dict[str, Any]]]
+    credentials: Credentials | None = None
 
     def _record_in(self, frame: Any) -> None:
         self.frames_in.append(frame)
@@ -203,7 +223,14 @@ class RecordingPeer:
 
     async def _open(self, url: str, subprotocol: str) -> RecordingConnection:
         """Connect to `url` insisting on `subprotocol`; the connection records both directions."""
-        ws = await connect(url, subprotocols=[Subprotocol(subprotocol)], open_timeout=5)
+        credentials = self.credentials or Credentials()
+        ws = await connect(
+            url,
+            subprotocols=[Subprotocol(subprotocol)],
+            open_timeout=5,
+            ssl=credentials.tls,
+            additional_headers=credentials.headers(url.rsplit("/", 1)[-1]),
+        )
         if ws.subprotocol != subprotocol:
             await ws.close()
             raise ConnectionError(f"{url}: server did not select subprotocol {subprotocol}")

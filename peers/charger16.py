@@ -16,7 +16,7 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 from websockets.exceptions import ConnectionClosed
 
-from peers._wire import RecordingConnection, RecordingPeer, call_wire, run_logged, spell_for_16, utc_now
+from peers._wire import Credentials, RecordingConnection, RecordingPeer, call_wire, run_logged, spell_for_16, utc_now
 
 __all__ = ["Charger16"]
 
@@ -35,8 +35,10 @@ class Charger16(RecordingPeer, ChargePoint):
         vendor: str = "ocpp-cutover",
         model: str = "SIM-16",
         response_timeout: float = 10,
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__(station_id, None, response_timeout=response_timeout)
+        self.credentials = credentials
         self.station_id = station_id
         self.url = csms_url.rstrip("/") + "/" + quote(station_id, safe="")
         self.connectors = connectors

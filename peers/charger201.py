@@ -22,7 +22,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from peers._wire import RecordingConnection, RecordingPeer, call_wire, run_logged, utc_now
+from peers._wire import Credentials, RecordingConnection, RecordingPeer, call_wire, run_logged, utc_now
 
 __all__ = ["DEVICE_MODEL", "AuthorizationRejected", "Charger201"]
 
@@ -160,8 +160,10 @@ class Charger201(RecordingPeer, ChargePoint):
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 2.0,
         id_token_type: str = "ISO14443",
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__(station_id, None, response_timeout=response_timeout)
+        self.credentials = credentials
         self.station_id = station_id
         self.url = csms_url.rstrip("/") + "/" + quote(station_id, safe="")
         self.evses = evses

@@ -10,6 +10,7 @@ from typing import Any
 
 from ocpp.exceptions import OCPPError
 
+from peers._wire import Credentials
 from peers.charger201 import Charger201
 
 __all__ = ["run_fleet"]
@@ -33,6 +34,7 @@ async def run_fleet(
     on_event: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     seed: int | None = None,
+    credentials_for: Callable[[str], Credentials] | None = None,
 ) -> dict[str, Any]:
     """Run `count` auto-reconnecting stations until `duration` seconds pass or `stop` is set; summarise.
 
@@ -42,10 +44,14 @@ async def run_fleet(
     stop = stop or asyncio.Event()
     rng = random.Random(seed)
     emit = on_event or (lambda _line: None)
+    names = [f"{prefix}{n:03d}" for n in range(1, count + 1)]
     chargers = [
-        Charger201(f"{prefix}{n:03d}", csms_url, serial_number=f"{prefix}{n:03d}", auto_reconnect=True)
-        for n in range(1, count + 1)
-    ]
+        Charger201(
+            name, csms_url, serial_number=name, auto_reconnect=True,
+            credentials=credentials_for(name) if credentials_for else None,
+        )
+        for name in names
+    ]  # fmt: skip
     errors: list[str] = []
     drivers = [
         asyncio.create_task(_drive(charger, random.Random(rng.random()), id_tokens, stop, emit, errors))

@@ -14,12 +14,15 @@ from typing import Any
 
 from proxy import config
 from proxy.config import ConfigError
+from proxy.security import TlsFiles
 from proxy.server import ProxySettings
 from shadow import cli as shadow_cli
 from translators.bridge import TranslationConfig
 
 
-def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str | None, log_level: str) -> None:
+def add_proxy_flags(
+    parser: argparse.ArgumentParser, *, listen: str, admin: str | None, log_level: str, profile: int
+) -> None:
     config.add(parser, "--listen", config.host_port, config.host_port(listen), "charger-facing HOST:PORT")
     config.add(
         parser,
@@ -46,10 +49,38 @@ def add_proxy_flags(parser: argparse.ArgumentParser, *, listen: str, admin: str 
         "2.0.1 idTokens over 20 characters: reject with a CALLERROR or send a 20-char alias",
     )
     config.add(parser, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), log_level, "log level")
+    config.add(
+        parser, "--security-profile", config.security_profile, profile,
+        "OCPP security profile of stations without their own: 1 ws+Basic, 2 wss+Basic, 3 wss+client cert",
+    )  # fmt: skip
+    config.add(parser, "--tls-cert", config.readable_file, None, "server certificate (PEM); makes --listen wss")
+    config.add(parser, "--tls-key", config.readable_file, None, "server private key (PEM)")
+    config.add(parser, "--client-ca", config.readable_file, None, "CA(s) of charging-station certificates (PEM)")
+    config.add(parser, "--crl", config.readable_file, None, "revocation list of station certificates (PEM)")
+    config.add(parser, "--client-cert-organization", str, None, "required O of station certificates")
+    config.add(parser, "--handshake-timeout", config.positive_float, 10.0, "seconds for TLS + WebSocket handshake")
+
+
+def tls_files(values: dict[str, Any]) -> TlsFiles | None:
+    """The TLS material the flags name, checked for consistency (ConfigError naming the flag)."""
+    cert, key, profile = values["tls_cert"], values["tls_key"], values["security_profile"]
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key (CUTOVER_TLS_CERT, CUTOVER_TLS_KEY) go together")
+    if profile >= 2 and cert is None:
+        raise ConfigError(f"--security-profile {profile} needs --tls-cert and --tls-key: profiles 2 and 3 are wss")
+    if profile == 3 and values["client_ca"] is None:
+        raise ConfigError("--security-profile 3 needs --client-ca: the CA that signs station certificates")
+    if cert is None:
+        return None
+    return TlsFiles(cert, key, values["client_ca"], values["crl"])
 
 
 def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
     return ProxySettings(
+        security_profile=values["security_profile"],
+        tls=tls_files(values),
+        client_cert_organization=values["client_cert_organization"],
+        handshake_timeout=values["handshake_timeout"],
         listen_host=values["listen"][0],
         listen_port=values["listen"][1],
         legacy_url=legacy_url,
@@ -67,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     proxy = commands.add_parser("proxy", help="run the proxy in front of a legacy OCPP 1.6 CSMS")
-    add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400", log_level="INFO")
+    add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400", log_level="INFO", profile=1)
     config.add(
         proxy,
         "--legacy-url",
@@ -77,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="run everything embedded: Redis, legacy CSMS, proxy, chargers")
-    add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400", log_level="WARNING")
+    add_proxy_flags(demo, listen="127.0.0.1:0", admin="127.0.0.1:9400", log_level="WARNING", profile=0)
     config.add(demo, "--chargers", config.positive_int, 5, "simulated 2.0.1 chargers")
     config.add(demo, "--duration", config.positive_float, None, "seconds to run (default: until Ctrl-C)")
     shadow_cli.add_commands(commands)
@@ -145,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(
                 "--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}"
             )
+        if args.command == "proxy":
+            tls_files(values)
     except ConfigError as exc:
         print(f"cutover {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -178,6 +211,14 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
+def reload_tls(running: Any) -> None:
+    """SIGHUP: new handshakes use the re-read certificate, key, CA and CRL; live sessions keep theirs."""
+    try:
+        running.proxy.tls.reload()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        logging.getLogger("cutover").error("tls_reload_failed error=%r; still serving the previous material", exc)
+
+
 async def serve_proxy(values: dict[str, Any]) -> int:
     from proxy.app import start_proxy
     from proxy.redis_embedded import redis_or_embedded
@@ -186,6 +227,8 @@ async def serve_proxy(values: dict[str, Any]) -> int:
         if embedded:
             logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
         running = await start_proxy(proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"])
+        if running.proxy.tls is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_tls, running)
         try:
             await wait_for_signal()
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +50,19 @@ def positive_float(text: str) -> float:
 def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) <= 0:
         raise ValueError("must be a whole number greater than 0")
+    return int(text)
+
+
+def readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("must name a readable file")
+    return path
+
+
+def security_profile(text: str) -> int:
+    if text not in ("0", "1", "2", "3"):
+        raise ValueError("must be 0 (none), 1 (ws + Basic), 2 (wss + Basic) or 3 (wss + client certificate)")
     return int(text)
 
 

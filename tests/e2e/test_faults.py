@@ -42,7 +42,7 @@ class ProxyProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "proxy", "proxy", "--listen", f"127.0.0.1:{self.port}",
              "--legacy-url", self.legacy_url, "--redis-url", self.redis_url,
-             "--admin-listen", f"127.0.0.1:{free_port()}", "--call-timeout", "5"],
+             "--admin-listen", f"127.0.0.1:{free_port()}", "--call-timeout", "5", "--security-profile", "0"],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         await wait_for(lambda: port_open(self.port), timeout=15)

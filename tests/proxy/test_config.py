@@ -62,6 +62,22 @@ def test_bad_values_name_the_setting(
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--security-profile", "2"], "--security-profile 2 needs --tls-cert and --tls-key"),
+        (["--security-profile", "4"], "--security-profile: '4' must be 0 (none)"),
+        (["--tls-cert", "/no/such/file.pem"], "--tls-cert: '/no/such/file.pem' must name a readable file"),
+    ],
+)
+def test_security_settings_are_checked(flags: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "proxy", "--legacy-url", "ws://csms/ocpp", *flags],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+
+
 def test_cli_exits_2_with_the_message_and_requires_the_legacy_url() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "proxy"], capture_output=True, text=True, env={"PATH": ""}, timeout=30
