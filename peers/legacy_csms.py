@@ -109,7 +109,10 @@ class LegacyCsms:
             return
         server, self._server = self._server, None
         server.close()
-        await server.wait_closed()
+        try:
+            await asyncio.wait_for(server.wait_closed(), 5)
+        except TimeoutError:
+            LOGGER.warning("legacy_csms_stop_timeout: connections still open are abandoned")
 
     async def wait_for(
         self,

@@ -47,6 +47,7 @@ OCPP201, OCPP16 = "ocpp2.0.1", "ocpp1.6"
 SUPPORTED_SUBPROTOCOLS = (OCPP201, OCPP16)  # in order of preference
 # OCPP 2.0.1 Part 4 §3.1.1 / OCPP-J 1.6 §3.1.1: the identity is an identifierString of at most 48 characters.
 STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
+STOP_TIMEOUT = 5.0
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
 REFUSAL_TEXT = {401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later"}
 MESSAGE_TYPES = {ord("2"): "call", ord("3"): "result", ord("4"): "error"}
@@ -154,7 +155,10 @@ class Proxy:
             await session.close_charger(1001, "proxy shutting down")
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            try:  # a peer stuck mid-handshake must not hold a shutdown forever
+                await asyncio.wait_for(self._server.wait_closed(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("proxy_stop_timeout seconds=%s; connections still open are abandoned", STOP_TIMEOUT)
             self._server = None
 
     async def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
