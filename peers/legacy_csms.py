@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,6 +83,8 @@ class LegacyCsms:
         self.received: list[tuple[str, Any]] = []
         self.sent: list[tuple[str, Any]] = []
         self.connected: set[str] = set()
+        # per station: the Authorization header and client certificate of its last connection
+        self.handshakes: dict[str, dict[str, Any]] = {}
         self._sessions: dict[str, _LegacySession] = {}
         self._next_transaction_id = 1
         self._server: Server | None = None
@@ -94,14 +97,16 @@ class LegacyCsms:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on `host:port` (0 picks a free port) for `ocpp1.6` websocket connections."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """Listen on `host:port` (0 picks a free port) for `ocpp1.6` websocket connections (wss with `tls`)."""
         if self._server is not None:
             raise RuntimeError(f"legacy CSMS already listening on port {self.port}")
-        self._server = await serve(self._serve_station, host, port, subprotocols=[Subprotocol("ocpp1.6")])
+        self._server = await serve(
+            self._serve_station, host, port, subprotocols=[Subprotocol("ocpp1.6")], ssl=tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-        self.url = f"ws://{url_host}:{self.port}/ocpp"
+        self.url = f"{'wss' if tls else 'ws'}://{'localhost' if tls else url_host}:{self.port}/ocpp"
 
     async def stop(self) -> None:
         """Stop listening and close every station connection; `start(port=self.port)` may follow."""
@@ -209,6 +214,11 @@ class LegacyCsms:
         if not station_id:
             await ws.close(1008, "the URL path must end with the station id")
             return
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        self.handshakes[station_id] = {
+            "authorization": ws.request.headers.get("Authorization"),
+            "client_certificate": ssl_object.getpeercert() if ssl_object is not None else None,
+        }
         connection = RecordingConnection(
             ws,
             record_in=lambda frame: self.received.append((station_id, frame)),

@@ -1,9 +1,11 @@
 """The admin HTTP plane (aiohttp): `/metrics` for Prometheus, `/healthz`, `/divergences` (what the shadow
-workers recorded, JSON, paginated) and `/lint?station=` (a station's conformance-lint violations). Bad query
-parameters get an RFC 9457 problem response."""
+workers recorded, JSON, paginated), `/lint?station=` (a station's conformance-lint violations) and
+`POST /tls/reload`. The API (not /metrics, /healthz) needs `Authorization: Bearer <token>`; without a
+configured token it is disabled. Errors are RFC 9457 problem responses."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +26,28 @@ def problem(status: int, title: str, detail: str, field: str | None = None) -> w
     return web.json_response(body, status=status, content_type="application/problem+json")
 
 
-def make_app(health: Callable[[], dict[str, object]], client: redis.Redis | None = None) -> web.Application:
+# The operator API; /metrics and /healthz stay open to the scraper and the orchestrator.
+PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls")
+
+
+def make_app(
+    health: Callable[[], dict[str, object]],
+    client: redis.Redis | None = None,
+    token: str | None = None,
+    reload_tls: Callable[[], None] | None = None,
+) -> web.Application:
+    @web.middleware
+    async def bearer(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(PROTECTED_PREFIXES):
+            if token is None:
+                return problem(403, "Admin API disabled", "start with --admin-token-file to enable the admin API")
+            given = request.headers.get("Authorization", "")
+            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
+                response = problem(401, "Unauthorized", "a valid bearer token is required")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="ocpp-cutover"'
+                return response
+        return await handler(request)
+
     async def metrics_handler(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(REGISTRY))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -71,7 +94,17 @@ def make_app(health: Callable[[], dict[str, object]], client: redis.Redis | None
             )
         return web.json_response({"station": station, "items": await records.station_violations(client, station)})
 
-    app = web.Application()
+    async def reload_handler(request: web.Request) -> web.Response:
+        if reload_tls is None:
+            return problem(409, "No TLS", "this proxy terminates no TLS: nothing to reload")
+        try:
+            reload_tls()
+        except (OSError, ValueError) as exc:
+            return problem(422, "Reload failed", f"still serving the previous material: {exc}")
+        return web.json_response({"status": "reloaded"})
+
+    app = web.Application(middlewares=[bearer])
+    app.router.add_post("/tls/reload", reload_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/divergences", divergences_handler)
@@ -81,11 +114,17 @@ def make_app(health: Callable[[], dict[str, object]], client: redis.Redis | None
 
 class AdminServer:
     def __init__(
-        self, host: str, port: int, health: Callable[[], dict[str, object]], client: redis.Redis | None = None
+        self,
+        host: str,
+        port: int,
+        health: Callable[[], dict[str, object]],
+        client: redis.Redis | None = None,
+        token: str | None = None,
+        reload_tls: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self._runner = web.AppRunner(make_app(health, client), access_log=None)
+        self._runner = web.AppRunner(make_app(health, client, token, reload_tls), access_log=None)
 
     async def start(self) -> None:
         await self._runner.setup()

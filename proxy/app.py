@@ -57,7 +57,10 @@ class RunningProxy:
 
 
 async def start_proxy(
-    settings: ProxySettings, redis_url: str | None, admin_listen: tuple[str, int] | None
+    settings: ProxySettings,
+    redis_url: str | None,
+    admin_listen: tuple[str, int] | None,
+    admin_token: str | None = None,
 ) -> RunningProxy:
     clients = [redis_client(redis_url), redis_client(redis_url)] if redis_url else []
     tee = Tee(clients[0] if clients else None)
@@ -68,7 +71,12 @@ async def start_proxy(
     await proxy.start()
     if admin_listen is not None:
         running.admin = AdminServer(
-            admin_listen[0], admin_listen[1], running.health, clients[1] if clients else None
+            admin_listen[0],
+            admin_listen[1],
+            running.health,
+            clients[1] if clients else None,
+            admin_token,
+            proxy.tls.reload if proxy.tls is not None else None,
         )
         await running.admin.start()
         log.info("admin_listening url=%s metrics=%s/metrics", running.admin.url, running.admin.url)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,10 +15,12 @@ from typing import Any
 
 from proxy import config
 from proxy.config import ConfigError
-from proxy.security import TlsFiles
+from proxy.security import TlsFiles, UpstreamSecurity
 from proxy.server import ProxySettings
 from shadow import cli as shadow_cli
 from translators.bridge import TranslationConfig
+
+MIN_ADMIN_TOKEN = 16
 
 
 def add_proxy_flags(
@@ -59,6 +62,28 @@ def add_proxy_flags(
     config.add(parser, "--crl", config.readable_file, None, "revocation list of station certificates (PEM)")
     config.add(parser, "--client-cert-organization", str, None, "required O of station certificates")
     config.add(parser, "--handshake-timeout", config.positive_float, 10.0, "seconds for TLS + WebSocket handshake")
+    config.add(parser, "--legacy-ca", config.readable_file, None, "CA(s) to verify the legacy CSMS's wss certificate")
+    config.add(parser, "--legacy-client-cert", config.readable_file, None, "client certificate toward the legacy")
+    config.add(parser, "--legacy-client-key", config.readable_file, None, "its private key")
+    config.add(
+        parser, "--legacy-auth", config.choice("none", "forward", "password"), "none",
+        "HTTP Basic toward the legacy: none, the charger's own (forward), or --legacy-password-file's",
+    )  # fmt: skip
+    config.add(parser, "--legacy-password-file", config.readable_file, None, "the password for --legacy-auth password")
+    config.add(
+        parser, "--admin-token-file", config.readable_file, None,
+        "file holding the admin API's bearer token (or set CUTOVER_ADMIN_TOKEN); without one the API is off",
+    )  # fmt: skip
+
+
+def admin_token(values: dict[str, Any]) -> str | None:
+    """The admin API token, from its file or CUTOVER_ADMIN_TOKEN; never from the command line."""
+    path = values["admin_token_file"]
+    token = path.read_text().strip() if path is not None else os.environ.get("CUTOVER_ADMIN_TOKEN")
+    if token is not None and len(token) < MIN_ADMIN_TOKEN:
+        source = "--admin-token-file" if path is not None else "CUTOVER_ADMIN_TOKEN"
+        raise ConfigError(f"{source}: the admin token must be at least {MIN_ADMIN_TOKEN} characters")
+    return token
 
 
 def tls_files(values: dict[str, Any]) -> TlsFiles | None:
@@ -75,8 +100,23 @@ def tls_files(values: dict[str, Any]) -> TlsFiles | None:
     return TlsFiles(cert, key, values["client_ca"], values["crl"])
 
 
+def upstream(values: dict[str, Any]) -> UpstreamSecurity:
+    """The upstream TLS and credentials the flags name (ConfigError naming the flag when inconsistent)."""
+    if (values["legacy_client_cert"] is None) != (values["legacy_client_key"] is None):
+        raise ConfigError("--legacy-client-cert and --legacy-client-key go together")
+    password = None
+    if values["legacy_auth"] == "password":
+        if values["legacy_password_file"] is None:
+            raise ConfigError("--legacy-auth password needs --legacy-password-file (CUTOVER_LEGACY_PASSWORD_FILE)")
+        password = values["legacy_password_file"].read_text().strip()
+    return UpstreamSecurity(
+        values["legacy_ca"], values["legacy_client_cert"], values["legacy_client_key"], values["legacy_auth"], password
+    )
+
+
 def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
     return ProxySettings(
+        upstream=upstream(values),
         security_profile=values["security_profile"],
         tls=tls_files(values),
         client_cert_organization=values["client_cert_organization"],
@@ -176,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(
                 "--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}"
             )
-        if args.command == "proxy":
+        if args.command in ("proxy", "demo"):
+            admin_token(values)
+            upstream(values)
+        if args.command == "proxy":  # the demo makes its own dev PKI when it needs one
             tls_files(values)
     except ConfigError as exc:
         print(f"cutover {args.command}: {exc}", file=sys.stderr)
@@ -226,7 +269,9 @@ async def serve_proxy(values: dict[str, Any]) -> int:
     with redis_or_embedded(values["redis_url"]) as (redis_url, embedded):
         if embedded:
             logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
-        running = await start_proxy(proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"])
+        running = await start_proxy(
+            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"], admin_token(values)
+        )
         if running.proxy.tls is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_tls, running)
         try:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as redis
 
@@ -237,6 +237,34 @@ class Admission:
         stored = raw.decode() if isinstance(raw, bytes) else str(raw)
         self._hashes[station_id] = stored
         return stored
+
+
+@dataclass(frozen=True)
+class UpstreamSecurity:
+    """How the proxy connects to the CSMSs it fronts (security whitepaper profiles toward a 1.6 CSMS): a CA
+    for their wss certificates, a client certificate (shared by all stations), and HTTP Basic credentials:
+    the charger's own forwarded, or one configured password, username the station id."""
+
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    basic: Literal["none", "forward", "password"] = "none"
+    password: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.client_cert is not None:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+    def headers(self, station_id: str, charger_authorization: str | None) -> dict[str, str]:
+        if self.basic == "forward" and charger_authorization is not None:
+            return {"Authorization": charger_authorization}
+        if self.basic == "password" and self.password is not None:
+            token = base64.b64encode(f"{station_id}:{self.password}".encode()).decode()
+            return {"Authorization": f"Basic {token}"}
+        return {}
 
 
 class RedactCredentials(logging.Filter):

@@ -30,6 +30,7 @@ from proxy.security import (
     Refusal,
     TlsFiles,
     TlsTerminator,
+    UpstreamSecurity,
     count_refusal,
     redact_credentials_in_logs,
 )
@@ -71,6 +72,7 @@ class ProxySettings:
     allow_client_cert_on_profile_2: bool = True
     # A slow (slowloris) client gets this long for the TLS and WebSocket opening handshakes together.
     handshake_timeout: float = 10.0
+    upstream: UpstreamSecurity = field(default_factory=lambda: UpstreamSecurity())
 
     def legacy_url_for(self, station_id: str) -> str:
         """The legacy URL of a station: `{station}` replaced, or the id appended as the last path segment."""
@@ -111,6 +113,7 @@ class Proxy:
         self.known_actions = self.schemas.actions["1.6"] | self.schemas.actions["2.0.1"]
         redact_credentials_in_logs()
         self.tls = TlsTerminator(settings.tls) if settings.tls is not None else None
+        self.upstream_tls = settings.upstream.context()
         self.admission = Admission(
             settings.security_profile,
             store.client,
@@ -235,6 +238,8 @@ class Session:
         self.subprotocol = subprotocol
         self.connection_id = connection_id
         self.legacy: ClientConnection | None = None
+        # The charger's own Authorization header, kept only to forward it upstream when so configured.
+        self.charger_authorization = charger.request.headers.get("Authorization") if charger.request else None
         self.engine: Bridge | Passthrough | None = None
         self._lock = asyncio.Lock()
         self._deadline_changed = asyncio.Event()
@@ -247,6 +252,8 @@ class Session:
             self.legacy = await connect(
                 url,
                 subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                ssl=self.proxy.upstream_tls if url.startswith("wss:") else None,
+                additional_headers=settings.upstream.headers(self.station_id, self.charger_authorization),
                 open_timeout=settings.upstream_open_timeout,
                 compression=None,
                 max_size=settings.max_frame_bytes,

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 import redis.asyncio as redis
@@ -20,7 +21,7 @@ from peers.legacy_csms import LegacyCsms
 from proxy import pki
 from proxy.app import RunningProxy, start_proxy
 from proxy.passwords import hash_password, password_key
-from proxy.security import TlsFiles, profile_key
+from proxy.security import TlsFiles, UpstreamSecurity, profile_key
 from tests.conftest import settings_for
 from tests.frames import tee_envelopes
 
@@ -245,3 +246,69 @@ async def test_secrets_stay_out_of_the_tee_and_the_logs(
     stored = await redis_client.get(password_key("SEC02"))
     assert PASSWORD.encode() not in stored
     await asyncio.sleep(0)
+
+
+async def test_upstream_tls_client_certificate_and_credentials(
+    redis_url: str, redis_client: redis.Redis, pki_dir: Path
+) -> None:
+    """Toward a wss legacy CSMS that wants a client certificate: the proxy's shared certificate and a
+    configured Basic password, username the station id."""
+    pki.issue_station(pki_dir, "proxy-upstream")
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki_dir / "ca.pem")
+    server_side.load_cert_chain(pki_dir / "server.pem", pki_dir / "server.key")
+    server_side.verify_mode = ssl.CERT_REQUIRED
+    legacy = LegacyCsms()
+    await legacy.start(tls=server_side)
+    settings = settings_for(legacy)
+    settings.upstream = UpstreamSecurity(
+        pki_dir / "ca.pem",
+        pki_dir / "proxy-upstream.pem",
+        pki_dir / "proxy-upstream.key",
+        "password",
+        "upstream-pw-0001",
+    )
+    running = await start_proxy(settings, redis_url, None)
+    try:
+        async with connect(f"ws://127.0.0.1:{running.proxy.port}/ocpp/UP01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            assert await boots(ws)
+    finally:
+        await running.stop()
+        await legacy.stop()
+    handshake = legacy.handshakes["UP01"]
+    assert handshake["authorization"] == basic("UP01", "upstream-pw-0001")["Authorization"]
+    subject = dict(rdn[0] for rdn in handshake["client_certificate"]["subject"])
+    assert subject["commonName"] == "proxy-upstream"
+
+
+async def test_upstream_forwards_the_chargers_own_credentials(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(legacy)
+    settings.security_profile = 1
+    settings.upstream = UpstreamSecurity(basic="forward")
+    running = await start_proxy(settings, redis_url, None)
+    await redis_client.set(password_key("FWD01"), hash_password(PASSWORD))
+    try:
+        async with connect(
+            f"ws://127.0.0.1:{running.proxy.port}/ocpp/FWD01", subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            additional_headers=basic("FWD01", PASSWORD),
+        ) as ws:  # fmt: skip
+            assert await boots(ws)
+    finally:
+        await running.stop()
+    assert legacy.handshakes["FWD01"]["authorization"] == basic("FWD01", PASSWORD)["Authorization"]
+
+
+async def test_the_admin_call_reloads_tls(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis, pki_dir: Path
+) -> None:
+    settings = settings_for(legacy)
+    settings.tls = TlsFiles(pki_dir / "server.pem", pki_dir / "server.key")
+    running = await start_proxy(settings, redis_url, ("127.0.0.1", 0), admin_token="a-very-long-admin-token")
+    assert running.admin is not None
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer a-very-long-admin-token"}) as http:
+            async with http.post(running.admin.url + "/tls/reload") as response:
+                assert response.status == 200 and (await response.json()) == {"status": "reloaded"}
+    finally:
+        await running.stop()

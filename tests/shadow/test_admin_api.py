@@ -15,10 +15,14 @@ from shadow.lint import Violation
 
 @pytest.fixture
 async def admin(redis_client: redis.Redis) -> AsyncIterator[str]:
-    server = AdminServer("127.0.0.1", 0, lambda: {}, redis_client)
+    server = AdminServer("127.0.0.1", 0, lambda: {}, redis_client, TOKEN)
     await server.start()
     yield server.url
     await server.stop()
+
+
+TOKEN = "s3cret-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def seed(client: redis.Redis) -> None:
@@ -31,7 +35,7 @@ async def seed(client: redis.Redis) -> None:
 
 async def test_divergences_are_filtered_and_paginated(admin: str, redis_client: redis.Redis) -> None:
     await seed(redis_client)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=AUTH) as http:
         async with http.get(f"{admin}/divergences", params={"station": "CP0", "limit": "2"}) as response:
             first = await response.json()
         async with http.get(
@@ -48,7 +52,7 @@ async def test_divergences_are_filtered_and_paginated(admin: str, redis_client: 
     [({"limit": "0"}, "limit"), ({"limit": "many"}, "limit"), ({"since": "yesterday"}, "since")],
 )
 async def test_bad_parameters_get_a_problem_naming_the_field(admin: str, params: dict[str, str], field: str) -> None:
-    async with aiohttp.ClientSession() as http, http.get(f"{admin}/divergences", params=params) as response:
+    async with aiohttp.ClientSession(headers=AUTH) as http, http.get(f"{admin}/divergences", params=params) as response:
         assert response.status == 400
         assert response.content_type == "application/problem+json"
         body = await response.json(content_type=None)
@@ -58,9 +62,31 @@ async def test_bad_parameters_get_a_problem_naming_the_field(admin: str, params:
 async def test_lint_lists_a_stations_violations(admin: str, redis_client: redis.Redis) -> None:
     violation = Violation("flat_boot_notification", "CP9", "BootNotification", "chargePointVendor given", "M", "1.0")
     await records.write_violation(redis_client, violation, "1-0")
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=AUTH) as http:
         async with http.get(f"{admin}/lint", params={"station": "CP9"}) as response:
             body = await response.json()
         async with http.get(f"{admin}/lint") as response:
             assert response.status == 400
     assert [(item["rule"], item["model"]) for item in body["items"]] == [("flat_boot_notification", "M")]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}])
+async def test_the_api_needs_the_bearer_token_metrics_do_not(admin: str, headers: dict[str, str]) -> None:
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for path in ("/divergences", "/lint?station=CP1"):
+            async with http.get(admin + path) as response:
+                assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.post(admin + "/tls/reload") as response:
+            assert response.status == 401
+        async with http.get(admin + "/metrics") as response:
+            assert response.status == 200
+
+
+async def test_without_a_token_the_api_is_disabled(redis_client: redis.Redis) -> None:
+    server = AdminServer("127.0.0.1", 0, lambda: {}, redis_client)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(headers=AUTH) as http, http.get(server.url + "/divergences") as response:
+            assert response.status == 403
+    finally:
+        await server.stop()
