@@ -24,7 +24,11 @@ def to_id_tag(ctx: Context, id_token: dict[str, Any], field: str = "idToken.idTo
                 f"{field}: {len(token)} characters, the legacy CSMS accepts at most {MAX_ID_TAG}",
                 {"field": field},
             )
-        token = alias_for(token)
+        alias = alias_for(token)
+        if ctx.state.aliases.get(alias) != token:
+            ctx.state.on_alias(alias, token)
+            ctx.touch()
+        token = alias
     if ctx.state.token_types.get(token) != id_token["type"]:
         ctx.state.on_token_seen(token, id_token["type"])
         ctx.touch()
@@ -38,8 +42,10 @@ def alias_for(id_token: str) -> str:
 
 
 def to_id_token(ctx: Context, id_tag: str) -> dict[str, Any]:
-    """The 2.0.1 idToken for a 1.6 idTag: the type the station last showed for it, else the default."""
-    return {"idToken": id_tag, "type": ctx.state.token_types.get(id_tag, ctx.config.default_id_token_type)}
+    """The 2.0.1 idToken for a 1.6 idTag (an alias back to the token it stands for), with the type the
+    station last showed for it, else the default."""
+    token = ctx.state.aliases.get(id_tag, id_tag)
+    return {"idToken": token, "type": ctx.state.token_types.get(id_tag, ctx.config.default_id_token_type)}
 
 
 def to_id_token_info(id_tag_info: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +81,7 @@ CHARGER_CALLS = {
         lossy=(
             "idToken.type is not sent (remembered per station for the legacy's RemoteStartTransaction)",
             "an idToken over 20 characters is refused (PropertyConstraintViolation), or with --long-id-token alias "
-            "sent as a deterministic 20-character alias",
+            "sent as a deterministic 20-character alias, remembered per station and turned back on the way down",
             "parentIdTag becomes groupIdToken of type Central",
         ),
     ),

@@ -66,6 +66,8 @@ class StationState:
     remote_starts: dict[int, RemoteStart] = field(default_factory=dict)
     next_remote_start_id: int = 1
     token_types: dict[str, str] = field(default_factory=dict)
+    # 20-character aliases the proxy sent the legacy for longer 2.0.1 idTokens → the tokens themselves.
+    aliases: dict[str, str] = field(default_factory=dict)
     # Per 1.6 connector: the charger's last 2.0.1 connectorStatus and the last 1.6 status the legacy got.
     connector_status: dict[int, str] = field(default_factory=dict)
     legacy_status: dict[int, str] = field(default_factory=dict)
@@ -141,6 +143,12 @@ class StationState:
         self.token_types[id_tag] = token_type
         while len(self.token_types) > MAX_TOKEN_TYPES:
             del self.token_types[next(iter(self.token_types))]
+
+    def on_alias(self, alias: str, id_token: str) -> None:
+        self.aliases.pop(alias, None)
+        self.aliases[alias] = id_token
+        while len(self.aliases) > MAX_TOKEN_TYPES:
+            del self.aliases[next(iter(self.aliases))]
 
     def on_remote_start_requested(self, id_tag: str, connector_id: int | None) -> RemoteStart:
         remote = RemoteStart(self.next_remote_start_id, id_tag, connector_id)
