@@ -45,6 +45,11 @@ def add_commands(commands: Any) -> None:
         "replay to this external 2.0.1 CSMS instead of the built-in one: a ws:// or wss:// URL with {station}, "
         "else the station id is appended as the last path segment",
     )  # fmt: skip
+    config.add(
+        shadow, "--shadow-url-stations", token_list, set(),
+        "with --shadow-url: only these stations (shell patterns, comma-separated, e.g. KEBA-*) are replayed, "
+        "the others go to the built-in backend",
+    )  # fmt: skip
     config.add(shadow, "--admin-listen", config.host_port, None, "HOST:PORT of the worker's /metrics")
     config.add(shadow, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level")
 
@@ -60,7 +65,7 @@ def add_commands(commands: Any) -> None:
 
 async def run_shadow(values: dict[str, Any]) -> int:
     from proxy.admin import AdminServer
-    from shadow.processor import ReferenceBackend
+    from shadow.processor import ReferenceBackend, RoutedBackend, ShadowBackend
     from shadow.reference_csms import ReferenceCsms
     from shadow.replay import ReplayBackend, log_exchange, redis_device_models
     from shadow.worker import ShadowWorker
@@ -84,14 +89,17 @@ async def run_shadow(values: dict[str, Any]) -> int:
     if values["shadow_url"] is not None:
         replay = ReplayBackend(values["shadow_url"], device_model=redis_device_models(client), record=log_exchange)
 
-    def backend() -> ReferenceBackend | ReplayBackend:
-        if replay is not None:
-            return replay
-        return ReferenceBackend(
+    def backend() -> ShadowBackend:
+        reference = ReferenceBackend(
             ReferenceCsms(
                 lambda: tokens, boot_policy=values["boot_policy"], heartbeat_interval=values["heartbeat_interval"]
             )
         )
+        if replay is None:
+            return reference
+        if values["shadow_url_stations"]:
+            return RoutedBackend(sorted(values["shadow_url_stations"]), replay, reference)
+        return replay
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ been answered. Each envelope is acknowledged only once everything it takes part 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -48,6 +49,25 @@ class ReferenceBackend:
 
     def transactions(self, station_id: str) -> list[Any]:
         return list(self.csms.transactions(station_id))
+
+
+class RoutedBackend:
+    """A station group's backend: stations matching one of `patterns` (shell-style, e.g. `KEBA-*`) go to
+    `chosen`, every other station to `others`."""
+
+    def __init__(self, patterns: list[str], chosen: ShadowBackend, others: ShadowBackend) -> None:
+        self.patterns = patterns
+        self.chosen = chosen
+        self.others = others
+
+    def backend_for(self, station_id: str) -> ShadowBackend:
+        return self.chosen if any(fnmatch.fnmatchcase(station_id, p) for p in self.patterns) else self.others
+
+    async def answer(self, station_id: str, action: str, payload: dict[str, Any], now: str) -> Answer | None:
+        return await self.backend_for(station_id).answer(station_id, action, payload, now)
+
+    def transactions(self, station_id: str) -> list[Any]:
+        return self.backend_for(station_id).transactions(station_id)
 
 
 @dataclass

@@ -58,3 +58,24 @@ def test_errors_against_results() -> None:
     assert compare(Answer(error="FormatViolation"), Answer(error="FormatViolation"))[0].kind == "schema_violation"
     assert compare(result({"status": "Accepted"}), None)[0].kind == "shadow_timeout"
     assert compare(Answer(error="GenericError"), Answer(error="GenericError")) == []
+
+
+async def test_a_station_group_goes_to_its_own_backend() -> None:
+    from typing import Any
+
+    from shadow.processor import RoutedBackend
+
+    class Fixed:
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+        async def answer(self, station_id: str, action: str, payload: dict[str, Any], now: str) -> Answer | None:
+            return Answer(payload={"status": self.status})
+
+        def transactions(self, station_id: str) -> list[Any]:
+            return [self.status]
+
+    routed = RoutedBackend(["KEBA-*", "ABB-1"], Fixed("replayed"), Fixed("reference"))
+    assert (await routed.answer("KEBA-7", "Heartbeat", {}, "")) == Answer(payload={"status": "replayed"})
+    assert (await routed.answer("ABB-12", "Heartbeat", {}, "")) == Answer(payload={"status": "reference"})
+    assert routed.transactions("ABB-1") == ["replayed"]
