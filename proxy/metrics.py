@@ -53,3 +53,6 @@ TRANSACTIONS = Counter(
 AUTH_FAILURES = Counter(
     "cutover_auth_failures_total", "Charger connections refused at the handshake, by reason", ["reason"]
 )
+MISSED_PONGS = Counter(
+    "cutover_missed_pongs_total", "Charger connections closed because the charger stopped answering WebSocket pings"
+)

@@ -257,11 +257,13 @@ class Lint:
             station.boot_call_id = None
             station.csms_calls.clear()
 
-    def on_missed_pong(self, station_id: str) -> list[Violation]:
+    def on_missed_pong(self, station_id: str, protocol: str | None = None) -> list[Violation]:
         """Record that the station did not answer a WebSocket ping (ignored for a 1.6 station)."""
         station = self._stations.get(station_id)
         if station is None:
             station = self._stations[station_id] = Station()
+        if protocol is not None:
+            station.protocol = protocol
         if station.protocol != OCPP201:
             return []
         # RFC 6455 §5.5.2: an endpoint that receives a Ping MUST send a Pong in response.

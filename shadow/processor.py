@@ -117,6 +117,11 @@ class ShardProcessor:
             frame = orjson.loads(envelope["frame"])
         except orjson.JSONDecodeError:
             frame = None
+        if envelope["dir"] == "event":  # something the proxy observed on the charger leg, not a frame
+            if frame == ["missed_pong"]:
+                step.violations = self.lint.on_missed_pong(envelope["station"], envelope["proto"])
+            step.acks.append(entry_id)
+            return step
         if not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[1], str):
             step.acks.append(entry_id)  # unreadable: the proxy refused it, nothing to compare
             return step
