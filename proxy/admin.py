@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as redis
 from aiohttp import web
@@ -35,6 +35,7 @@ def make_app(
     client: redis.Redis | None = None,
     token: str | None = None,
     reload_tls: Callable[[], None] | None = None,
+    serves: Literal["all", "api", "metrics"] = "all",
 ) -> web.Application:
     @web.middleware
     async def bearer(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -104,11 +105,13 @@ def make_app(
         return web.json_response({"status": "reloaded"})
 
     app = web.Application(middlewares=[bearer])
-    app.router.add_post("/tls/reload", reload_handler)
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/healthz", health_handler)
-    app.router.add_get("/divergences", divergences_handler)
-    app.router.add_get("/lint", lint_handler)
+    if serves in ("all", "metrics"):
+        app.router.add_get("/metrics", metrics_handler)
+        app.router.add_get("/healthz", health_handler)
+    if serves in ("all", "api"):
+        app.router.add_post("/tls/reload", reload_handler)
+        app.router.add_get("/divergences", divergences_handler)
+        app.router.add_get("/lint", lint_handler)
     return app
 
 
@@ -121,10 +124,11 @@ class AdminServer:
         client: redis.Redis | None = None,
         token: str | None = None,
         reload_tls: Callable[[], None] | None = None,
+        serves: Literal["all", "api", "metrics"] = "all",
     ) -> None:
         self.host = host
         self.port = port
-        self._runner = web.AppRunner(make_app(health, client, token, reload_tls), access_log=None)
+        self._runner = web.AppRunner(make_app(health, client, token, reload_tls, serves), access_log=None)
 
     async def start(self) -> None:
         await self._runner.setup()

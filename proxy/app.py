@@ -35,6 +35,7 @@ class RunningProxy:
     store: StateStore
     admin: AdminServer | None
     clients: list[redis.Redis]
+    metrics: AdminServer | None = None
 
     def health(self) -> dict[str, object]:
         by_protocol = {OCPP201: 0, OCPP16: 0}
@@ -50,8 +51,9 @@ class RunningProxy:
         await self.proxy.stop()
         await self.tee.stop()
         await self.store.close()
-        if self.admin is not None:
-            await self.admin.stop()
+        for server in (self.admin, self.metrics):
+            if server is not None:
+                await server.stop()
         for client in self.clients:
             await client.aclose()
 
@@ -61,6 +63,7 @@ async def start_proxy(
     redis_url: str | None,
     admin_listen: tuple[str, int] | None,
     admin_token: str | None = None,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> RunningProxy:
     clients = [redis_client(redis_url), redis_client(redis_url)] if redis_url else []
     tee = Tee(clients[0] if clients else None)
@@ -77,7 +80,12 @@ async def start_proxy(
             clients[1] if clients else None,
             admin_token,
             proxy.tls.reload if proxy.tls is not None else None,
+            "api" if metrics_listen is not None else "all",
         )
         await running.admin.start()
-        log.info("admin_listening url=%s metrics=%s/metrics", running.admin.url, running.admin.url)
+        log.info("admin_listening url=%s", running.admin.url)
+    if metrics_listen is not None:
+        running.metrics = AdminServer(metrics_listen[0], metrics_listen[1], running.health, serves="metrics")
+        await running.metrics.start()
+        log.info("metrics_listening url=%s/metrics", running.metrics.url)
     return running

@@ -61,10 +61,19 @@ def add_proxy_flags(
     config.add(parser, "--client-ca", config.readable_file, None, "CA(s) of charging-station certificates (PEM)")
     config.add(parser, "--crl", config.readable_file, None, "revocation list of station certificates (PEM)")
     config.add(parser, "--client-cert-organization", str, None, "required O of station certificates")
+    config.add(
+        parser, "--client-cert-identity", config.choice("station-id", "mapped"), "station-id",
+        "whom a station certificate's CN names: the station id, or the value SET at cutover:cert-cn:{<station>}",
+    )  # fmt: skip
+    config.add(parser, "--metrics-listen", config.host_port, None, "HOST:PORT of /metrics and /healthz alone")
     config.add(parser, "--handshake-timeout", config.positive_float, 10.0, "seconds for TLS + WebSocket handshake")
     config.add(parser, "--legacy-ca", config.readable_file, None, "CA(s) to verify the legacy CSMS's wss certificate")
     config.add(parser, "--legacy-client-cert", config.readable_file, None, "client certificate toward the legacy")
     config.add(parser, "--legacy-client-key", config.readable_file, None, "its private key")
+    config.add(
+        parser, "--legacy-client-cert-dir", config.readable_dir, None,
+        "per-station client certificates toward the legacy (<station>.pem, <station>.key)",
+    )  # fmt: skip
     config.add(
         parser, "--legacy-auth", config.choice("none", "forward", "password"), "none",
         "HTTP Basic toward the legacy: none, the charger's own (forward), or --legacy-password-file's",
@@ -110,8 +119,9 @@ def upstream(values: dict[str, Any]) -> UpstreamSecurity:
             raise ConfigError("--legacy-auth password needs --legacy-password-file (CUTOVER_LEGACY_PASSWORD_FILE)")
         password = values["legacy_password_file"].read_text().strip()
     return UpstreamSecurity(
-        values["legacy_ca"], values["legacy_client_cert"], values["legacy_client_key"], values["legacy_auth"], password
-    )
+        values["legacy_ca"], values["legacy_client_cert"], values["legacy_client_key"], values["legacy_auth"], password,
+        values["legacy_client_cert_dir"],
+    )  # fmt: skip
 
 
 def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
@@ -120,6 +130,7 @@ def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
         security_profile=values["security_profile"],
         tls=tls_files(values),
         client_cert_organization=values["client_cert_organization"],
+        client_cert_identity=values["client_cert_identity"],
         handshake_timeout=values["handshake_timeout"],
         listen_host=values["listen"][0],
         listen_port=values["listen"][1],
@@ -270,8 +281,9 @@ async def serve_proxy(values: dict[str, Any]) -> int:
         if embedded:
             logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
         running = await start_proxy(
-            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"], admin_token(values)
-        )
+            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"], admin_token(values),
+            values["metrics_listen"],
+        )  # fmt: skip
         if running.proxy.tls is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_tls, running)
         try:

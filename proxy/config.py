@@ -60,6 +60,13 @@ def readable_file(text: str) -> Path:
     return path
 
 
+def readable_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise ValueError("must name a folder")
+    return path
+
+
 def security_profile(text: str) -> int:
     if text not in ("0", "1", "2", "3"):
         raise ValueError("must be 0 (none), 1 (ws + Basic), 2 (wss + Basic) or 3 (wss + client certificate)")

@@ -56,3 +56,8 @@ AUTH_FAILURES = Counter(
 MISSED_PONGS = Counter(
     "cutover_missed_pongs_total", "Charger connections closed because the charger stopped answering WebSocket pings"
 )
+TLS_HANDSHAKES = Counter(
+    "cutover_tls_handshakes_total",
+    "Charger TLS handshakes started, and completed up to the WebSocket handshake; the gap is what TLS refused",
+    ["stage"],
+)

@@ -52,6 +52,10 @@ def profile_key(station_id: str) -> str:
     return f"{PROFILE_KEY}{{{station_id}}}"
 
 
+def certificate_cn_key(station_id: str) -> str:
+    return f"cutover:cert-cn:{{{station_id}}}"
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     cert: Path
@@ -89,6 +93,9 @@ class TlsTerminator:
         self.front.sni_callback = self._use_current
 
     def _use_current(self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        # Handshakes started here and completed at the WebSocket handshake: the difference is what TLS
+        # refused (unknown CA, expired, revoked, old versions, weak suites) — Python's ssl reports no reason.
+        metrics.TLS_HANDSHAKES.labels("started").inc()
         connection.context = self.current
 
     def reload(self) -> None:
@@ -144,6 +151,9 @@ class Admission:
     default_profile: int
     client: redis.Redis | None
     organization: str | None = None  # pin the client certificate's O RDN
+    # Whose name a station certificate's CN carries: the station id, or (serial-number deployments, A00.FR.405)
+    # the value set for the station at cutover:cert-cn:{station}.
+    identity: Literal["station-id", "mapped"] = "station-id"
     allow_client_cert_on_profile_2: bool = True
     # Many stations can share a source address (NAT): it gets more room than one station does.
     by_address: AttemptLimiter = field(default_factory=lambda: AttemptLimiter(50.0, 200, free_failures=20))
@@ -194,20 +204,32 @@ class Admission:
         if profile == 3:
             if not certificate:
                 raise Refusal(403, "no_client_certificate", "profile 3 requires a client certificate")
-            self._bind(station_id, certificate)
+            await self._bind(station_id, certificate)
             return
         if certificate and profile == 2 and not self.allow_client_cert_on_profile_2:
             raise Refusal(403, "client_certificate_not_allowed", "profile 2 stations must not present one")
         if profile >= 1:
             await self._check_basic(station_id, authorization)
 
-    def _bind(self, station_id: str, certificate: Mapping[str, Any]) -> None:
-        """OCPP A00.FR.404/405: the subject CN is the station's identity, O the operator (when pinned)."""
+    async def _bind(self, station_id: str, certificate: Mapping[str, Any]) -> None:
+        """OCPP A00.FR.404/405: the subject CN names the station (its id, or with `identity="mapped"` the
+        serial number recorded for it), O the operator (when pinned)."""
         subject = {key: value for rdn in certificate.get("subject", ()) for key, value in rdn}
-        if subject.get("commonName") != station_id:
-            raise Refusal(403, "certificate_identity_mismatch", "client certificate CN is not the station id")
+        expected = station_id if self.identity == "station-id" else await self._mapped_cn(station_id)
+        if expected is None or subject.get("commonName") != expected:
+            raise Refusal(403, "certificate_identity_mismatch", "client certificate CN does not name the station")
         if self.organization is not None and subject.get("organizationName") != self.organization:
             raise Refusal(403, "certificate_organization_mismatch", "client certificate O is not the operator")
+
+    async def _mapped_cn(self, station_id: str) -> str | None:
+        if self.client is None:
+            return None
+        try:
+            raw = await asyncio.wait_for(self.client.get(certificate_cn_key(station_id)), 0.5)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("certificate_cn_lookup_failed station_id=%s error=%r", station_id, exc)
+            return None
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def _check_basic(self, station_id: str, authorization: str | None) -> None:
         if not authorization or not authorization.startswith("Basic "):
@@ -250,11 +272,16 @@ class UpstreamSecurity:
     client_key: Path | None = None
     basic: Literal["none", "forward", "password"] = "none"
     password: str | None = None
+    # A folder of per-station client certificates (<station>.pem, <station>.key); the shared one otherwise.
+    client_cert_dir: Path | None = None
 
-    def context(self) -> ssl.SSLContext:
+    def context(self, station_id: str | None = None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.client_cert is not None:
+        own = self.client_cert_dir / f"{station_id}.pem" if self.client_cert_dir and station_id else None
+        if own is not None and own.is_file():
+            context.load_cert_chain(own, own.with_suffix(".key"))
+        elif self.client_cert is not None:
             context.load_cert_chain(self.client_cert, self.client_key)
         return context
 

@@ -15,8 +15,9 @@ import itertools
 import logging
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import websockets
@@ -70,6 +71,7 @@ class ProxySettings:
     security_profile: int = 0
     tls: TlsFiles | None = None
     client_cert_organization: str | None = None
+    client_cert_identity: Literal["station-id", "mapped"] = "station-id"
     allow_client_cert_on_profile_2: bool = True
     # A slow (slowloris) client gets this long for the TLS and WebSocket opening handshakes together.
     handshake_timeout: float = 10.0
@@ -115,15 +117,25 @@ class Proxy:
         redact_credentials_in_logs()
         self.tls = TlsTerminator(settings.tls) if settings.tls is not None else None
         self.upstream_tls = settings.upstream.context()
+        self._upstream_contexts: dict[str, ssl.SSLContext] = {}
         self.admission = Admission(
             settings.security_profile,
             store.client,
             organization=settings.client_cert_organization,
+            identity=settings.client_cert_identity,
             allow_client_cert_on_profile_2=settings.allow_client_cert_on_profile_2,
         )
         self._server: Server | None = None
         self._connection_ids = itertools.count(1)
         self._instance = os.urandom(3).hex()
+
+    def upstream_context(self, station_id: str) -> ssl.SSLContext:
+        """The TLS context toward the legacy for a station: its own client certificate if it has one."""
+        if self.settings.upstream.client_cert_dir is None:
+            return self.upstream_tls
+        if station_id not in self._upstream_contexts:
+            self._upstream_contexts[station_id] = self.settings.upstream.context(station_id)
+        return self._upstream_contexts[station_id]
 
     @property
     def port(self) -> int:
@@ -180,12 +192,15 @@ class Proxy:
                 f"this proxy speaks {', '.join(SUPPORTED_SUBPROTOCOLS)}",
             )
         source = str(connection.remote_address[0]) if connection.remote_address else "?"
+        tls = connection.transport.get_extra_info("ssl_object")
+        if tls is not None:
+            metrics.TLS_HANDSHAKES.labels("completed").inc()
         try:
             await self.admission.admit(
                 station_id,
                 source,
                 request.headers.get("Authorization"),
-                connection.transport.get_extra_info("ssl_object"),
+                tls,
             )
         except Refusal as refusal:
             count_refusal(refusal, station_id, source)
@@ -253,7 +268,7 @@ class Session:
             self.legacy = await connect(
                 url,
                 subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-                ssl=self.proxy.upstream_tls if url.startswith("wss:") else None,
+                ssl=self.proxy.upstream_context(self.station_id) if url.startswith("wss:") else None,
                 additional_headers=settings.upstream.headers(self.station_id, self.charger_authorization),
                 open_timeout=settings.upstream_open_timeout,
                 compression=None,

@@ -49,3 +49,30 @@ async def test_missed_pongs_close_the_charger_and_reach_the_lint(
     assert event["frame"] == MISSED_PONG_EVENT and event["leg"] == "charger"
     step = await ShardProcessor(ReferenceBackend(ReferenceCsms(set()))).process("1-0", event)
     assert [v.rule for v in step.violations] == ["missed_pong"] and step.acks == ["1-0"]
+
+
+async def test_slow_and_oversized_handshakes_are_cut_off(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(legacy)
+    settings.handshake_timeout = 0.5
+    running = await start_proxy(settings, redis_url, None)
+    try:
+        # slowloris: a request line, then nothing: closed after the handshake timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.proxy.port)
+        writer.write(b"GET /ocpp/SLOW01 HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(reader.read(), 5)
+        assert asyncio.get_running_loop().time() - started < 3
+        writer.close()
+        # a header far over the size limit: refused, never upgraded
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.proxy.port)
+        writer.write(b"GET /ocpp/BIG01 HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 20_000 + b"\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert not answer.startswith(b"HTTP/1.1 101")
+        writer.close()
+    finally:
+        await running.stop()
+    assert "SLOW01" not in running.proxy.sessions and "BIG01" not in running.proxy.sessions

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
@@ -21,7 +22,7 @@ from peers.legacy_csms import LegacyCsms
 from proxy import pki
 from proxy.app import RunningProxy, start_proxy
 from proxy.passwords import hash_password, password_key
-from proxy.security import TlsFiles, UpstreamSecurity, profile_key
+from proxy.security import TlsFiles, UpstreamSecurity, certificate_cn_key, profile_key
 from tests.conftest import settings_for
 from tests.frames import tee_envelopes
 
@@ -312,3 +313,80 @@ async def test_the_admin_call_reloads_tls(
                 assert response.status == 200 and (await response.json()) == {"status": "reloaded"}
     finally:
         await running.stop()
+
+
+async def test_serial_number_deployments_map_the_certificate_cn(
+    secure_proxy: RunningProxy, pki_dir: Path, redis_client: redis.Redis
+) -> None:
+    pki.issue_station(pki_dir, "MAP01", common_name="SERIAL-0042")
+    secure_proxy.proxy.admission.identity = "mapped"
+    await redis_client.set(profile_key("MAP01"), b"3")
+    url, context = wss(secure_proxy, "MAP01"), client_context(pki_dir, "MAP01")
+    assert await refused_status(url, ssl=context) == 403  # no serial recorded for the station yet
+    await redis_client.set(certificate_cn_key("MAP01"), b"SERIAL-0042")
+    async with connect(url, subprotocols=["ocpp2.0.1"], ssl=context) as ws:  # type: ignore[list-item]
+        assert await boots(ws)
+
+
+async def test_tls_refusals_are_counted(secure_proxy: RunningProxy, pki_dir: Path, redis_client: redis.Redis) -> None:
+    def gap() -> float:
+        started = REGISTRY.get_sample_value("cutover_tls_handshakes_total", {"stage": "started"}) or 0
+        return started - (REGISTRY.get_sample_value("cutover_tls_handshakes_total", {"stage": "completed"}) or 0)
+
+    before = gap()
+    await redis_client.set(profile_key("EXPIRED"), b"3")
+    with pytest.raises((ssl.SSLError, ConnectionError, InvalidMessage, OSError)):
+        async with connect(
+            wss(secure_proxy, "EXPIRED"), subprotocols=["ocpp2.0.1"], ssl=client_context(pki_dir, "EXPIRED")
+        ):  # type: ignore[list-item]
+            pass
+    assert gap() == before + 1
+
+
+async def test_metrics_can_listen_apart_from_the_admin_api(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    running = await start_proxy(
+        settings_for(legacy),
+        redis_url,
+        ("127.0.0.1", 0),
+        admin_token="a-very-long-admin-token",
+        metrics_listen=("127.0.0.1", 0),
+    )
+    assert running.admin is not None and running.metrics is not None
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(running.metrics.url + "/metrics") as response:
+                assert response.status == 200
+            async with http.get(running.admin.url + "/metrics") as response:
+                assert response.status == 404
+            async with http.get(running.metrics.url + "/divergences") as response:
+                assert response.status in (403, 404)  # the API is not served on the metrics listener
+    finally:
+        await running.stop()
+
+
+async def test_upstream_client_certificate_per_station(
+    redis_url: str, redis_client: redis.Redis, pki_dir: Path
+) -> None:
+    own = pki_dir / "upstream-certs"
+    own.mkdir(exist_ok=True)
+    pki.issue_station(pki_dir, "UP02")
+    for suffix in (".pem", ".key"):
+        (own / f"UP02{suffix}").write_bytes((pki_dir / f"UP02{suffix}").read_bytes())
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki_dir / "ca.pem")
+    server_side.load_cert_chain(pki_dir / "server.pem", pki_dir / "server.key")
+    server_side.verify_mode = ssl.CERT_REQUIRED
+    legacy = LegacyCsms()
+    await legacy.start(tls=server_side)
+    settings = settings_for(legacy)
+    settings.upstream = UpstreamSecurity(pki_dir / "ca.pem", client_cert_dir=own)
+    running = await start_proxy(settings, redis_url, None)
+    try:
+        async with connect(f"ws://127.0.0.1:{running.proxy.port}/ocpp/UP02", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            assert await boots(ws)
+    finally:
+        await running.stop()
+        await legacy.stop()
+    subject = dict(rdn[0] for rdn in legacy.handshakes["UP02"]["client_certificate"]["subject"])
+    assert subject["commonName"] == "UP02"
