@@ -46,7 +46,14 @@ def unlock_connector(ctx: Context, payload: dict[str, Any]) -> Generator[Request
 
 
 def trigger_message(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
-    request: dict[str, Any] = {"requestedMessage": TRIGGER_16_TO_201[payload["requestedMessage"]]}
+    return (yield from trigger(ctx, payload, TRIGGER_16_TO_201))
+
+
+def trigger(
+    ctx: Context, payload: dict[str, Any], requested: dict[str, str]
+) -> Generator[Request, Any, dict[str, Any]]:
+    """A 1.6 TriggerMessage or ExtendedTriggerMessage (`requested`: its message names in 2.0.1) as 2.0.1's."""
+    request: dict[str, Any] = {"requestedMessage": requested[payload["requestedMessage"]]}
     if payload.get("connectorId"):
         evse = evse_ref(ctx.state, payload["connectorId"])
         if evse is None:

@@ -7,8 +7,8 @@ from collections.abc import Generator
 from typing import Any
 
 from translators import iso15118
-from translators.availability import evse_ref
 from translators.bridge import Context, Disposition, Request
+from translators.remote_control import trigger
 
 # messages.md §3 CertificateUse: SWP CertificateUseEnumType → 2.0.1 InstallCertificateUseEnumType and
 # GetCertificateIdUseEnumType (the SWP values are the two non-ISO-15118 roots).
@@ -39,7 +39,6 @@ CERTIFICATE_SIGNED_STATUS = {s: s for s in ("Accepted", "Rejected")}
 INSTALL_CERTIFICATE_STATUS = {s: s for s in ("Accepted", "Failed", "Rejected")}
 DELETE_CERTIFICATE_STATUS = {s: s for s in ("Accepted", "Failed", "NotFound")}
 GET_INSTALLED_CERTIFICATE_STATUS = {s: s for s in ("Accepted", "NotFound")}
-TRIGGER_MESSAGE_STATUS = {s: s for s in ("Accepted", "Rejected", "NotImplemented")}
 SIGN_CERTIFICATE_STATUS = {s: s for s in ("Accepted", "Rejected")}
 
 
@@ -79,14 +78,7 @@ def get_installed_certificate_ids(ctx: Context, payload: dict[str, Any]) -> Gene
 
 
 def extended_trigger_message(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
-    request: dict[str, Any] = {"requestedMessage": EXTENDED_TRIGGER_16_TO_201[payload["requestedMessage"]]}
-    if payload.get("connectorId"):
-        evse = evse_ref(ctx.state, payload["connectorId"])
-        if evse is None:
-            return {"status": "Rejected"}
-        request["evse"] = evse
-    answer = yield Request("TriggerMessage", request)
-    return {"status": TRIGGER_MESSAGE_STATUS[answer["status"]]}
+    return (yield from trigger(ctx, payload, EXTENDED_TRIGGER_16_TO_201))
 
 
 def security_event_notification(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
