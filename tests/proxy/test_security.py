@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as redis
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
@@ -41,6 +42,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     pki.issue_station(directory, "FUTURE", not_before=now + dt.timedelta(days=1), not_after=now + dt.timedelta(days=10))
     pki.issue_station(directory, "REVOKED")
+    pki.issue_station(directory, "SERVERKEY", extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,))
     other = tmp_path_factory.mktemp("other-ca")
     pki.init_ca(other)
     pki.issue_station(other, "SEC01")
@@ -124,7 +126,8 @@ async def test_profile_3_binds_the_certificate_to_the_station(
 
 
 @pytest.mark.parametrize(
-    ("station", "certs"), [("SEC01", "other"), ("EXPIRED", None), ("FUTURE", None), ("REVOKED", None)]
+    ("station", "certs"),
+    [("SEC01", "other"), ("EXPIRED", None), ("FUTURE", None), ("REVOKED", None), ("SERVERKEY", None)],
 )
 async def test_bad_client_certificates_end_the_tls_handshake(
     secure_proxy: RunningProxy, pki_dir: Path, redis_client: redis.Redis, station: str, certs: str | None
