@@ -38,6 +38,8 @@ class ShadowBackend(Protocol):
 class ReferenceBackend:
     """The built-in reference 2.0.1 CSMS as a shadow backend."""
 
+    local = True  # asking it again has no effect outside this process: a new shard owner may replay
+
     def __init__(self, csms: ReferenceCsms) -> None:
         self.csms = csms
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -206,3 +207,61 @@ async def test_a_killed_worker_loses_no_comparison_and_nothing_counts_twice(
 
 async def compared(client: redis.Redis, action: str) -> bool:
     return bool(await client.hget(records.COMPARISONS, action))
+
+
+async def test_a_new_owner_rebuilds_what_the_previous_one_knew(redis_url: str, redis_client: redis.Redis) -> None:
+    """The start of a transaction was processed (and acknowledged) by a worker that then died: the next owner
+    still reconciles the transaction when it ends."""
+    import orjson
+
+    station, conn = "SH06", "c-6"
+    t0, t1 = "2026-11-24T19:43:27.000Z", "2026-11-24T19:50:00.000Z"
+    started = [
+        ("charger", "in", "ocpp2.0.1", [2, "e1", "TransactionEvent", {
+            "eventType": "Started", "seqNo": 0, "timestamp": t0, "triggerReason": "Authorized",
+            "transactionInfo": {"transactionId": "tx6"}, "evse": {"id": 1},
+            "idToken": {"idToken": "TAG0001", "type": "ISO14443"},
+            "meterValue": [{"timestamp": t0, "sampledValue": [{"value": 100, "context": "Transaction.Begin"}]}]}]),
+        ("legacy", "out", "ocpp1.6", [2, "p1", "StartTransaction", {
+            "connectorId": 1, "idTag": "TAG0001", "meterStart": 100, "timestamp": t0}]),
+        ("legacy", "in", "ocpp1.6", [3, "p1", {"transactionId": 6, "idTagInfo": {"status": "Accepted"}}]),
+        ("charger", "out", "ocpp2.0.1", [3, "e1", {"idTokenInfo": {"status": "Accepted"}}]),
+    ]  # fmt: skip
+    ended = [
+        ("charger", "in", "ocpp2.0.1", [2, "e2", "TransactionEvent", {
+            "eventType": "Ended", "seqNo": 1, "timestamp": t1, "triggerReason": "EVDeparted",
+            "transactionInfo": {"transactionId": "tx6", "stoppedReason": "EVDisconnected"},
+            "meterValue": [{"timestamp": t1, "sampledValue": [{"value": 5100, "context": "Transaction.End"}]}]}]),
+        ("legacy", "out", "ocpp1.6", [2, "p2", "StopTransaction", {
+            "transactionId": 6, "meterStop": 4900, "timestamp": t1, "reason": "EVDisconnected"}]),
+        ("legacy", "in", "ocpp1.6", [3, "p2", {}]),
+        ("charger", "out", "ocpp2.0.1", [3, "e2", {}]),
+    ]  # fmt: skip
+    key = stream_key(station, 16)
+
+    async def add(frames: list[tuple[str, str, str, list[object]]], first_seq: int) -> None:
+        for seq, (leg, direction, proto, frame) in enumerate(frames, first_seq):
+            packed = envelope(station, conn, seq, leg, direction, proto, orjson.dumps(frame))
+            await redis_client.xadd(key, {"e": packed})
+
+    await add(started, 0)
+    await redis_client.xgroup_create(key, GROUP, id="0", mkstream=True)
+    read: Any = await redis_client.xreadgroup(GROUP, "dead", {key: ">"})
+    await redis_client.xack(key, GROUP, *[entry_id for entry_id, _ in read[0][1]])  # the dead owner's work
+    await add(ended, len(started))
+
+    client = own_client(redis_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        ShadowWorker(client, lambda: ReferenceBackend(ReferenceCsms(TOKENS)), name="next").run(stop)
+    )
+    try:
+        await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+    found, _ = await records.query(redis_client, station=station, action="Transaction")
+    assert [(r["kind"], r["path"], r["live"], r["shadow"]) for r in found] == [
+        ("transaction_mismatch", "meterStop", 4900, 5100)
+    ]
