@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Proxy against a bare relay and direct, same run, loopback (bench/README.md); ARGS="--quick" for a smoke run.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
 demo: $(STAMP)
 	$(BIN)/cutover demo $(ARGS)
 

@@ -10,22 +10,26 @@ the CSMS, so the charger's own offline queue takes over).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import itertools
 import logging
 import os
 import re
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
+import orjson
 import websockets
+from redis import exceptions as redis_exceptions
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from proxy import metrics
+from proxy import metrics, routing
 from proxy.security import (
     Admission,
     Refusal,
@@ -41,7 +45,7 @@ from translators import schemas
 from translators.bridge import CHARGER, LEGACY, Bridge, LegName, Outcome, TranslationConfig
 from translators.dispatch import CHARGER_CALLS, LEGACY_CALLS
 from translators.passthrough import Passthrough
-from translators.rpc import V16
+from translators.rpc import V16, V201
 
 log = logging.getLogger("cutover.proxy")
 
@@ -53,6 +57,8 @@ STOP_TIMEOUT = 5.0
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
 REFUSAL_TEXT = {401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later"}
+# Charger CALLs the control plane reads (model and firmware; open transactions for drain-then-switch).
+WATCHED_ACTIONS = frozenset({"BootNotification", "TransactionEvent"})
 MESSAGE_TYPES = {ord("2"): "call", ord("3"): "result", ord("4"): "error"}
 CALL_ACTION = re.compile(rb'\[\s*2\s*,\s*"(?:[^"\\]|\\.){0,36}"\s*,\s*"([A-Za-z0-9]{1,40})"')
 
@@ -76,13 +82,22 @@ class ProxySettings:
     # A slow (slowloris) client gets this long for the TLS and WebSocket opening handshakes together.
     handshake_timeout: float = 10.0
     upstream: UpstreamSecurity = field(default_factory=lambda: UpstreamSecurity())
+    # The new 2.0.1 CSMS that stations switched to `cutover` pass through to (URL template like legacy_url).
+    native_url: str | None = None
+    # How often every session's mode is compared with Redis (switches missed on pub/sub still apply).
+    reconcile_seconds: float = 5.0
 
     def legacy_url_for(self, station_id: str) -> str:
         """The legacy URL of a station: `{station}` replaced, or the id appended as the last path segment."""
-        encoded = quote(station_id, safe="")
-        if "{station}" in self.legacy_url:
-            return self.legacy_url.replace("{station}", encoded)
-        return self.legacy_url.rstrip("/") + "/" + encoded
+        return station_url(self.legacy_url, station_id)
+
+
+def station_url(template: str, station_id: str) -> str:
+    """A station's URL from a template: `{station}` replaced, or the id appended as the last path segment."""
+    encoded = quote(station_id, safe="")
+    if "{station}" in template:
+        return template.replace("{station}", encoded)
+    return template.rstrip("/") + "/" + encoded
 
 
 def station_id_from_path(path: str) -> str:
@@ -113,6 +128,9 @@ class Proxy:
         self.tee = tee
         self.schemas = schemas.load()  # compiled here, at start-up, never in the event loop
         self.sessions: dict[str, Session] = {}
+        self.modes: dict[str, routing.Mode] = {}
+        self._control: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.known_actions = self.schemas.actions["1.6"] | self.schemas.actions["2.0.1"]
         redact_credentials_in_logs()
         self.tls = TlsTerminator(settings.tls) if settings.tls is not None else None
@@ -165,8 +183,61 @@ class Proxy:
             self.port,
             self.settings.legacy_url,
         )
+        if self.store.client is not None:
+            self._control = asyncio.create_task(self._follow_switches(), name="follow-switches")
+
+    async def _follow_switches(self) -> None:
+        """Apply switches made anywhere (pub/sub), and every few seconds compare every session with Redis."""
+        assert self.store.client is not None
+        last_reconcile = time.monotonic()
+        while not self._stopping.is_set():
+            pubsub = self.store.client.pubsub()
+            try:
+                await pubsub.subscribe(routing.CHANNEL)
+                # redis-py's get_message swallows cancellation: the loop ends on `_stopping` instead.
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if message is not None and message["data"]:
+                        await self._apply_mode(routing.text(message["data"]))
+                    if time.monotonic() - last_reconcile >= self.settings.reconcile_seconds:
+                        last_reconcile = time.monotonic()
+                        for station_id in list(self.sessions):
+                            await self._apply_mode(station_id)
+            except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+                log.warning("switch_channel_lost error=%r; retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+
+    async def _apply_mode(self, station_id: str) -> None:
+        session = self.sessions.get(station_id)
+        if session is None or session.subprotocol != OCPP201 or self.store.client is None:
+            return
+        mode = await routing.mode_of(self.store.client, station_id)
+        self.modes[station_id] = mode
+        if mode != session.mode:
+            log.info("station_switched station_id=%s from=%s to=%s; closing so it reconnects",
+                     station_id, session.mode, mode)  # fmt: skip
+            await session.close_charger(1012, f"station moved to {mode}; reconnect")
+
+    async def mode_for(self, station_id: str) -> routing.Mode:
+        """The station's routing mode (the last known one if Redis does not answer)."""
+        if self.store.client is not None:
+            try:
+                self.modes[station_id] = await asyncio.wait_for(routing.mode_of(self.store.client, station_id), 0.5)
+            except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+                log.warning("mode_lookup_failed station_id=%s error=%r; using the last known", station_id, exc)
+        return self.modes.get(station_id, "legacy")
 
     async def stop(self) -> None:
+        self._stopping.set()
+        if self._control is not None:
+            with contextlib.suppress(OSError, redis_exceptions.RedisError):
+                await self.store.client.publish(routing.CHANNEL, b"")  # type: ignore[union-attr]  # wakes the loop
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._control), 3.0)
+            self._control.cancel()
         for session in list(self.sessions.values()):
             await session.close_charger(1001, "proxy shutting down")
         if self._server is not None:
@@ -227,7 +298,11 @@ class Proxy:
         station_id = station_id_from_path(charger.request.path if charger.request else "/")
         subprotocol = charger.subprotocol or OCPP16
         connection_id = f"{self._instance}-{next(self._connection_ids)}"
-        session = Session(self, charger, station_id, str(subprotocol), connection_id)
+        mode: routing.Mode = await self.mode_for(station_id) if subprotocol == OCPP201 else "legacy"
+        if mode == "cutover" and self.settings.native_url is None:
+            log.error("native_url_missing station_id=%s; a cut-over station stays on legacy", station_id)
+            mode = "legacy"
+        session = Session(self, charger, station_id, str(subprotocol), connection_id, mode)
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
         if previous is not None:
@@ -246,9 +321,19 @@ class Session:
     """One charger connection and its upstream connection, driven through the sans-I/O engine."""
 
     def __init__(
-        self, proxy: Proxy, charger: ServerConnection, station_id: str, subprotocol: str, connection_id: str
+        self,
+        proxy: Proxy,
+        charger: ServerConnection,
+        station_id: str,
+        subprotocol: str,
+        connection_id: str,
+        mode: routing.Mode = "legacy",
     ) -> None:
         self.proxy = proxy
+        self.mode = mode
+        self.upstream_leg = LEGACY if mode == "legacy" else "native"
+        self.active_transactions: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.charger = charger
         self.station_id = station_id
         self.subprotocol = subprotocol
@@ -263,11 +348,17 @@ class Session:
 
     async def run(self) -> None:
         settings = self.proxy.settings
-        url = settings.legacy_url_for(self.station_id)
+        native = self.mode == "cutover" and settings.native_url is not None
+        url = (
+            station_url(settings.native_url or "", self.station_id)
+            if native
+            else settings.legacy_url_for(self.station_id)
+        )
+        self._in_background(self._registered())
         try:
             self.legacy = await connect(
                 url,
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                subprotocols=[OCPP201 if native else OCPP16],  # type: ignore[list-item]
                 ssl=self.proxy.upstream_context(self.station_id) if url.startswith("wss:") else None,
                 additional_headers=settings.upstream.headers(self.station_id, self.charger_authorization),
                 open_timeout=settings.upstream_open_timeout,
@@ -286,7 +377,9 @@ class Session:
             )
             await self.charger.close(1011, "legacy CSMS unreachable")
             return
-        if self.subprotocol == OCPP201:
+        if native:
+            self.engine = Passthrough(self.proxy.schemas, V201)
+        elif self.subprotocol == OCPP201:
             state = await self.proxy.store.load(self.station_id)
             device_model = await self.proxy.store.load_device_model(self.station_id)
             self.engine = Bridge(
@@ -331,6 +424,7 @@ class Session:
             )
             await self.charger.close(code, "legacy CSMS connection lost")
         await self.legacy.close()
+        await self._unregistered()
         log.info(
             "station_disconnected station_id=%s connection_id=%s charger_close_code=%s",
             self.station_id,
@@ -402,11 +496,87 @@ class Session:
             action = match.group(1).decode() if match else ""
             if action not in self.proxy.known_actions:
                 action = "other"  # bounded label values: only actions of the OCPP versions spoken here
-        metrics.FRAMES.labels(leg, direction, message_type, action).inc()
-        protocol = self.subprotocol if leg == CHARGER else OCPP16
+        tee_leg = leg if leg == CHARGER else self.upstream_leg
+        metrics.FRAMES.labels(tee_leg, direction, message_type, action).inc()
+        protocol = self.subprotocol if leg == CHARGER or self.upstream_leg == "native" else OCPP16
         self.proxy.tee.offer(
-            self.station_id, self.connection_id, next(self._seq), leg, direction, protocol, frame
+            self.station_id, self.connection_id, next(self._seq), tee_leg, direction, protocol, frame
         )
+        if leg == CHARGER and direction == "in" and action in WATCHED_ACTIONS:
+            self._watch(action, frame)
+
+    def _watch(self, action: str, frame: bytes) -> None:
+        """What the control plane needs from the charger's own CALLs: its model and open transactions."""
+        try:
+            payload = orjson.loads(frame)[3]
+        except (orjson.JSONDecodeError, IndexError, TypeError):
+            return
+        if not isinstance(payload, dict) or self.proxy.store.client is None:
+            return
+        if action == "BootNotification":
+            station = payload.get("chargingStation", payload)  # 2.0.1 nests it; 1.6 is flat
+            model = station.get("model") or payload.get("chargePointModel")
+            firmware = station.get("firmwareVersion") or payload.get("firmwareVersion")
+            fields = {k: v for k, v in (("model", model), ("firmware", firmware)) if isinstance(v, str)}
+            if fields:
+                self._in_background(self._set_info(fields))
+            return
+        transaction_id = (payload.get("transactionInfo") or {}).get("transactionId")
+        if not isinstance(transaction_id, str):
+            return
+        before = len(self.active_transactions)
+        if payload.get("eventType") == "Ended":
+            self.active_transactions.discard(transaction_id)
+        else:
+            self.active_transactions.add(transaction_id)
+        if len(self.active_transactions) != before:
+            self._in_background(self._transactions_changed(len(self.active_transactions)))
+
+    def _in_background(self, coroutine: Any) -> None:
+        """Control-plane bookkeeping never holds the live path up."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _set_info(self, fields: Any) -> None:
+        client = self.proxy.store.client
+        assert client is not None
+        try:
+            await client.hset(routing.station_key(self.station_id), mapping=fields)
+        except (OSError, redis_exceptions.RedisError) as exc:
+            log.warning("station_info_failed station_id=%s error=%r", self.station_id, exc)
+
+    async def _registered(self) -> None:
+        client = self.proxy.store.client
+        if client is None:
+            return
+        try:
+            await client.sadd(routing.STATIONS, self.station_id)
+        except (OSError, redis_exceptions.RedisError) as exc:
+            log.warning("station_register_failed station_id=%s error=%r", self.station_id, exc)
+        await self._set_info({"protocol": self.subprotocol, "connected": self.connection_id})
+
+    async def _unregistered(self) -> None:
+        client = self.proxy.store.client
+        if client is None:
+            return
+        try:
+            connected = await client.hget(routing.station_key(self.station_id), "connected")
+            if routing.text(connected or b"") == self.connection_id:
+                await client.hdel(routing.station_key(self.station_id), "connected")
+        except (OSError, redis_exceptions.RedisError) as exc:
+            log.warning("station_unregister_failed station_id=%s error=%r", self.station_id, exc)
+
+    async def _transactions_changed(self, active: int) -> None:
+        """Publish the count; at zero, a pending switch of this station takes effect (drain then switch)."""
+        await self._set_info({"active_transactions": active})
+        client = self.proxy.store.client
+        if active == 0 and client is not None:
+            try:
+                if await routing.on_idle(client, self.station_id) is not None:
+                    await self.proxy._apply_mode(self.station_id)
+            except (OSError, redis_exceptions.RedisError) as exc:
+                log.warning("pending_switch_failed station_id=%s error=%r", self.station_id, exc)
 
 
 def record(event: Any) -> None:

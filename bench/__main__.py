@@ -1,0 +1,321 @@
+"""`python -m bench`: the same 2.0.1 workload direct to a stub CSMS, through a bare relay, and through the
+proxy, in one run on loopback; prints a table and writes bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from bench.load import LoadResult, close_all, connect_all, run_all
+from proxy.redis_embedded import EmbeddedRedis, free_port
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SETTLE_SECONDS = 1.0  # after connecting idle chargers, before reading RSS
+SCENARIOS = ("direct", "bare_relay", "proxy")
+
+
+@dataclass
+class Child:
+    """A server process of the benchmark (`python -m bench.servers ROLE`), stopped by closing its stdin."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @classmethod
+    def start(cls, *args: str) -> Child:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench.servers {' '.join(args)} exited with {process.wait()} before listening")
+        return cls(process, int(orjson.loads(line)["port"]))
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of proc(5)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def healthz(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        health: dict[str, Any] = orjson.loads(response.read())
+        return health
+
+
+def tee_drop_reasons(port: int) -> dict[str, float]:
+    """`cutover_tee_dropped_frames_total` by reason, from the proxy's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    reasons = {}
+    for line in text.splitlines():
+        if line.startswith("cutover_tee_dropped_frames_total{"):
+            labels, value = line.rsplit(" ", 1)
+            reasons[labels.split('"')[1]] = float(value)
+    return reasons
+
+
+def percentile_ms(ordered: list[int], fraction: float) -> float:
+    """Nearest-rank percentile of sorted nanosecond samples, in milliseconds."""
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered) - 1, max(0, int(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank] / 1e6
+
+
+async def measure(
+    base_url: str, chargers: int, duration: float, server_pid: int | None, others: dict[str, int], prefix: str
+) -> dict[str, Any]:
+    """Idle RSS per charger (if a server process is given), then the closed-loop window with CPU times."""
+    scenario: dict[str, Any] = {}
+    if server_pid is not None:
+        await asyncio.sleep(SETTLE_SECONDS)
+        rss_before = rss_kib(server_pid)
+    connected = await connect_all(base_url, chargers, prefix)
+    try:
+        if server_pid is not None:
+            await asyncio.sleep(SETTLE_SECONDS)
+            rss_idle = rss_kib(server_pid)
+            scenario.update(
+                rss_kib_idle_0=rss_before,
+                rss_kib_idle_n=rss_idle,
+                rss_kib_per_charger=round((rss_idle - rss_before) / chargers, 1),
+            )
+        pids = {"server": server_pid, **others} if server_pid is not None else dict(others)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+        loadgen_before = time.process_time()
+        result = await run_all(connected, duration)
+        loadgen_cpu = time.process_time() - loadgen_before
+        cpu = {name: cpu_seconds(pids[name]) - before for name, before in cpu_before.items()}  # type: ignore[index]
+        if server_pid is not None:
+            scenario["rss_kib_after_load"] = rss_kib(server_pid)
+    finally:
+        await close_all(connected)
+    return scenario | summarise(result, cpu | {"loadgen": loadgen_cpu})
+
+
+def summarise(result: LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
+    ordered = sorted(result.latencies_ns)
+    frames = 2 * result.calls  # charger-side frames: each CALL and its answer
+    summary: dict[str, Any] = {
+        "calls": result.calls,
+        "call_errors": result.call_errors,
+        "error_samples": result.error_samples,
+        "calls_from_server": result.calls_from_server,
+        "sessions": result.sessions,
+        "elapsed_s": round(result.elapsed, 3),
+        "throughput_msgs_per_s": round(result.calls / result.elapsed, 1),
+        "latency_ms": {
+            "p50": percentile_ms(ordered, 0.50),
+            "p99": percentile_ms(ordered, 0.99),
+            "p99.9": percentile_ms(ordered, 0.999),
+            "max": ordered[-1] / 1e6 if ordered else float("nan"),
+        },
+        "cpu_seconds": {name: round(seconds, 3) for name, seconds in cpu.items()},
+        "cpu_share_of_one_core": {name: round(seconds / result.elapsed, 2) for name, seconds in cpu.items()},
+    }
+    for name, seconds in cpu.items():
+        summary[f"{name}_cpu_us_per_frame"] = round(seconds * 1e6 / frames, 1) if frames else None
+    return summary
+
+
+async def run(chargers: int, duration: float) -> dict[str, Any]:
+    scenarios: dict[str, dict[str, Any]] = {}
+    stub = Child.start("stub")
+    try:
+        stub_pid = {"stub": stub.process.pid}
+        print(f"direct: {chargers} chargers → stub, {duration:g} s", file=sys.stderr)
+        scenarios["direct"] = await measure(stub.url, chargers, duration, None, stub_pid, "DIRECT")
+
+        relay = Child.start("relay", "--upstream", stub.url)
+        try:
+            print(f"bare relay: {chargers} chargers → relay → stub, {duration:g} s", file=sys.stderr)
+            scenarios["bare_relay"] = await measure(relay.url, chargers, duration, relay.process.pid, stub_pid, "RELAY")
+        finally:
+            relay.stop()
+
+        with EmbeddedRedis() as redis_server:
+            admin_port = free_port()
+            proxy = Child.start(
+                "proxy", "--upstream", stub.url, "--redis", redis_server.url, "--admin-port", str(admin_port)
+            )
+            try:
+                print(f"proxy: {chargers} chargers → proxy (tee → Redis) → stub, {duration:g} s", file=sys.stderr)
+                redis_pid = redis_server._process.pid if redis_server._process is not None else None
+                others = stub_pid | ({"redis": redis_pid} if redis_pid is not None else {})
+                before = await asyncio.to_thread(healthz, admin_port)
+                scenarios["proxy"] = await measure(proxy.url, chargers, duration, proxy.process.pid, others, "PROXY")
+                scenarios["proxy"]["tee"] = await tee_after_load(admin_port, before)
+            finally:
+                proxy.stop()
+    finally:
+        stub.stop()
+    return scenarios
+
+
+async def tee_after_load(admin_port: int, before: dict[str, Any]) -> dict[str, Any]:
+    """Tee counters once the load stopped, and how long the tee took to stop writing (its backlog)."""
+    at_end = await asyncio.to_thread(healthz, admin_port)
+    ended = time.perf_counter()
+    last = at_end
+    quiet_since = ended
+    while time.perf_counter() - quiet_since < 0.5 and time.perf_counter() - ended < 30:
+        await asyncio.sleep(0.05)
+        now = await asyncio.to_thread(healthz, admin_port)
+        if now["tee_written"] != last["tee_written"]:
+            quiet_since = time.perf_counter()
+        last = now
+    return {
+        "written_during_load": at_end["tee_written"] - before["tee_written"],
+        "written_total": last["tee_written"],
+        "dropped": last["tee_dropped"],
+        "dropped_by_reason": await asyncio.to_thread(tee_drop_reasons, admin_port),
+        "backlog_at_end_of_load": last["tee_written"] - at_end["tee_written"],
+        "drain_seconds": round(max(0.0, quiet_since - ended), 3),
+    }
+
+
+def source_revision() -> dict[str, Any]:
+    """The commit benchmarked, and the files that differ from it (the numbers are of the working tree)."""
+    root = Path(__file__).parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+        changed = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    except OSError:
+        return {"commit": None, "changed_files": []}
+    paths = [line[3:] for line in changed.splitlines() if not line[3:].startswith("bench/")]
+    return {"commit": commit.strip() or None, "changed_files_outside_bench": paths}
+
+
+def report(scenarios: dict[str, dict[str, Any]], chargers: int, duration: float) -> dict[str, Any]:
+    direct, relay, proxy = (scenarios[name] for name in SCENARIOS)
+    for scenario in (relay, proxy):
+        scenario["added_latency_ms"] = {
+            key: round(scenario["latency_ms"][key] - direct["latency_ms"][key], 3) for key in ("p50", "p99", "p99.9")
+        }
+    tee = proxy["tee"]
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "source": source_revision(),
+        "chargers": chargers,
+        "duration_s": duration,
+        "throughput_ratio": round(proxy["throughput_msgs_per_s"] / relay["throughput_msgs_per_s"], 3),
+        "cpu_ratio": round(proxy["server_cpu_us_per_frame"] / relay["server_cpu_us_per_frame"], 2),
+        "added_p50_ms": proxy["added_latency_ms"]["p50"],
+        "added_p99_ms": proxy["added_latency_ms"]["p99"],
+        "added_p99_9_ms": proxy["added_latency_ms"]["p99.9"],
+        "rss_kib_per_charger": proxy["rss_kib_per_charger"],
+        "tee_written": tee["written_total"],
+        "tee_dropped": tee["dropped"],
+        "tee_drain_seconds": tee["drain_seconds"],
+        "scenarios": scenarios,
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    header = (
+        "scenario", "msgs/s", "added p50", "added p99", "added p99.9", "CPU µs/frame", "RSS KiB/charger", "errors"
+    )  # fmt: skip
+    rows = [header]
+    for name in SCENARIOS:
+        scenario = results["scenarios"][name]
+        added = scenario.get("added_latency_ms")
+        latency = scenario["latency_ms"]
+        rows.append(
+            (
+                name.replace("_", " "),
+                f"{scenario['throughput_msgs_per_s']:,.0f}",
+                *(
+                    (f"{added[key]:+.3f} ms" for key in ("p50", "p99", "p99.9"))
+                    if added
+                    else (f"({latency[key]:.3f} ms)" for key in ("p50", "p99", "p99.9"))
+                ),
+                f"{scenario['server_cpu_us_per_frame']:.1f}" if "server_cpu_us_per_frame" in scenario else "-",
+                f"{scenario['rss_kib_per_charger']:.1f}" if "rss_kib_per_charger" in scenario else "-",
+                str(scenario["call_errors"]),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |" for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    proxy = results["scenarios"]["proxy"]
+    lines += [
+        "",
+        "direct row: absolute latency (no relay in the path); other rows: percentile minus the direct percentile.",
+        f"proxy / bare relay: throughput ×{results['throughput_ratio']:.3f}, "
+        f"server CPU per frame ×{results['cpu_ratio']:.2f} (same run)",
+        f"tee: {results['tee_written']:,} envelopes written, {results['tee_dropped']:,} dropped, "
+        f"drained {results['tee_drain_seconds']:.2f} s after the load stopped; "
+        f"Redis CPU {proxy.get('redis_cpu_us_per_frame', '-')} µs/frame",
+        "CPU share of one core during the window: "
+        + "; ".join(f"{name.replace('_', ' ')}: {cpu_shares(results['scenarios'][name])}" for name in SCENARIOS),
+    ]
+    return "\n".join(lines)
+
+
+def cpu_shares(scenario: dict[str, Any]) -> str:
+    return ", ".join(f"{who} {share:.2f}" for who, share in scenario["cpu_share_of_one_core"].items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--chargers", type=int, default=100, help="simulated 2.0.1 chargers (default 100)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario (default 10)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 chargers, 3 s per scenario")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    args = parser.parse_args()
+    chargers, duration = (20, 3.0) if args.quick else (args.chargers, args.duration)
+    scenarios = uvloop.run(run(chargers, duration))
+    results = report(scenarios, chargers, duration)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    print(table(results))
+    print(f"\nwritten {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

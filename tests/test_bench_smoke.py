@@ -1,0 +1,34 @@
+"""`python -m bench --quick` runs end to end and writes its results; no timing is asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_quick_bench_writes_results_of_every_scenario(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = orjson.loads(output.read_bytes())
+    for key in ("throughput_ratio", "added_p99_ms", "rss_kib_per_charger", "tee_dropped", "machine", "timestamp"):
+        assert key in results, key
+    assert {"platform", "cpu_count", "python"} <= results["machine"].keys()
+    for name in ("direct", "bare_relay", "proxy"):
+        scenario = results["scenarios"][name]
+        assert scenario["calls"] > 0, name
+        assert scenario["call_errors"] == 0, scenario["error_samples"]
+    assert results["scenarios"]["proxy"]["tee"]["written_total"] > 0
