@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from proxy import config
+from proxy import config, control_cli
 from proxy.config import ConfigError
 from proxy.security import TlsFiles, UpstreamSecurity
 from proxy.server import ProxySettings
@@ -67,6 +67,7 @@ def add_proxy_flags(
     )  # fmt: skip
     config.add(parser, "--metrics-listen", config.host_port, None, "HOST:PORT of /metrics and /healthz alone")
     config.add(parser, "--handshake-timeout", config.positive_float, 10.0, "seconds for TLS + WebSocket handshake")
+    config.add(parser, "--native-url", config.ws_url, None, "the new 2.0.1 CSMS cut-over stations go to ({station})")
     config.add(parser, "--legacy-ca", config.readable_file, None, "CA(s) to verify the legacy CSMS's wss certificate")
     config.add(parser, "--legacy-client-cert", config.readable_file, None, "client certificate toward the legacy")
     config.add(parser, "--legacy-client-key", config.readable_file, None, "its private key")
@@ -127,6 +128,7 @@ def upstream(values: dict[str, Any]) -> UpstreamSecurity:
 def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
     return ProxySettings(
         upstream=upstream(values),
+        native_url=values["native_url"],
         security_profile=values["security_profile"],
         tls=tls_files(values),
         client_cert_organization=values["client_cert_organization"],
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add(demo, "--chargers", config.positive_int, 5, "simulated 2.0.1 chargers")
     config.add(demo, "--duration", config.positive_float, None, "seconds to run (default: until Ctrl-C)")
     shadow_cli.add_commands(commands)
+    control_cli.add_commands(commands)
     coverage = commands.add_parser("coverage", help="print what the proxy does with every OCPP action")
     coverage.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     certs = commands.add_parser("certs", help="development PKI: CA, server and station certificates, CRL")
@@ -223,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = config.resolve(args)
         if args.command in ("shadow", "divergences"):
             return shadow_cli.main(args, values)
+        if args.command in ("switch", "status", "audit", "group"):
+            return control_cli.main(args, values)
         if args.command == "proxy" and values["legacy_url"] is None:
             raise ConfigError(
                 "--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}"
