@@ -13,6 +13,7 @@ import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from proxy import routing
 from shadow import records
 from shadow.cli import since_value
 
@@ -27,7 +28,34 @@ def problem(status: int, title: str, detail: str, field: str | None = None) -> w
 
 
 # The operator API; /metrics and /healthz stay open to the scraper and the orchestrator.
-PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls")
+PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls", "/stations", "/switch", "/rollback", "/audit")
+SELECTORS: dict[str, type | tuple[type, ...]] = {
+    "stations": list, "group": str, "glob": str, "model": str, "firmware": str, "percent": (int, float), "all": bool,
+}  # fmt: skip
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "ocpp-cutover admin API", "version": "1"},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/stations": {"get": {"summary": "every known station: mode, pending switch, connection, transactions, "
+                                         "protocol, model, divergence counts"}},
+        "/switch": {"post": {"summary": "move stations (drain then switch unless force)", "requestBody": {
+            "content": {"application/json": {"schema": {
+                "type": "object", "required": ["to"], "additionalProperties": False,
+                "properties": {"to": {"enum": ["legacy", "cutover"]}, "stations": {"type": "array",
+                               "items": {"type": "string"}}, "group": {"type": "string"}, "glob": {"type": "string"},
+                               "model": {"type": "string"}, "firmware": {"type": "string"},
+                               "percent": {"type": "number", "minimum": 0, "maximum": 100}, "all": {"type": "boolean"},
+                               "force": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+                               "reason": {"type": "string"}}}}}}}},
+        "/rollback": {"post": {"summary": "every station back to legacy (drain then switch unless force)"}},
+        "/audit": {"get": {"summary": "switch audit trail, newest first (station, limit)"}},
+        "/divergences": {"get": {"summary": "shadow divergences (station, action, kind, since, limit, cursor)"}},
+        "/lint": {"get": {"summary": "a station's conformance-lint violations (station)"}},
+        "/tls/reload": {"post": {"summary": "re-read TLS material for new handshakes"}},
+    },
+}  # fmt: skip
 
 
 def make_app(
@@ -104,7 +132,86 @@ def make_app(
             return problem(422, "Reload failed", f"still serving the previous material: {exc}")
         return web.json_response({"status": "reloaded"})
 
+    async def stations_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        rows = await routing.status(client)
+        for row in rows:
+            row["divergences"] = await records.station_counts(client, row["station"])
+        return web.json_response({"items": rows})
+
+    async def switch_from(body: Any, force_default: bool = False) -> web.Response:
+        assert client is not None
+        if not isinstance(body, dict):
+            return problem(400, "Bad body", "the body must be a JSON object", "body")
+        unknown = set(body) - set(SELECTORS) - {"to", "force", "dry_run", "reason"}
+        if unknown:
+            return problem(400, "Bad body", f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])
+        if body.get("to") not in routing.MODES:
+            return problem(400, "Bad body", "to must be legacy or cutover", "to")
+        for name, kind in SELECTORS.items():
+            if name in body and not isinstance(body[name], kind):
+                return problem(400, "Bad body", f"{name} has the wrong type", name)
+        if "percent" in body and not 0 <= body["percent"] <= 100:
+            return problem(400, "Bad body", "percent must be from 0 to 100", "percent")
+        for name in ("force", "dry_run"):
+            if name in body and not isinstance(body[name], bool):
+                return problem(400, "Bad body", f"{name} must be true or false", name)
+        selection = routing.Selection(
+            tuple(body.get("stations", ())), body.get("group"), body.get("glob"), body.get("model"),
+            body.get("firmware"), body.get("percent"), body.get("all", False),
+        )  # fmt: skip
+        if selection == routing.Selection():
+            return problem(400, "Bad body", "name what to move: stations, group, glob, model, firmware, percent or all",
+                           "stations")  # fmt: skip
+        results = await routing.switch(
+            client, await routing.select(client, selection), body["to"], force=body.get("force", force_default),
+            reason=str(body.get("reason", "")), actor="api", dry_run=body.get("dry_run", False),
+        )  # fmt: skip
+        return web.json_response({"items": [r.__dict__ for r in results]})
+
+    async def switch_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        try:
+            body = await request.json()
+        except ValueError:
+            return problem(400, "Bad body", "the body is not JSON", "body")
+        return await switch_from(body)
+
+    async def rollback_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return problem(400, "Bad body", "the body is not JSON", "body")
+        if not isinstance(body, dict):
+            return problem(400, "Bad body", "the body must be a JSON object", "body")
+        return await switch_from({"to": "legacy", "all": True, "reason": body.get("reason", "rollback"),
+                                  **{k: v for k, v in body.items() if k in ("force", "dry_run")}})  # fmt: skip
+
+    async def audit_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        try:
+            limit = int(request.query.get("limit", "100"))
+            if not 1 <= limit <= MAX_PAGE:
+                raise ValueError
+        except ValueError:
+            return problem(400, "Bad parameter", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
+        return web.json_response({"items": await routing.audit_entries(client, limit, request.query.get("station"))})
+
+    async def openapi_handler(request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
     app = web.Application(middlewares=[bearer])
+    if serves in ("all", "api"):
+        app.router.add_get("/stations", stations_handler)
+        app.router.add_post("/switch", switch_handler)
+        app.router.add_post("/rollback", rollback_handler)
+        app.router.add_get("/audit", audit_handler)
+        app.router.add_get("/openapi.json", openapi_handler)
     if serves in ("all", "metrics"):
         app.router.add_get("/metrics", metrics_handler)
         app.router.add_get("/healthz", health_handler)

@@ -109,3 +109,50 @@ async def test_percentages_are_stable_and_nested() -> None:
     twenty = {s for s in stations if routing.percent_bucket(s) < 2000}
     assert ten < twenty and 150 < len(ten) < 250
     assert ten == {s for s in stations if routing.percent_bucket(s) < 1000}
+
+
+async def test_admin_api_switches_rolls_back_and_refuses_bad_bodies(
+    legacy: LegacyCsms, native: NativeCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    import aiohttp
+
+    settings = settings_for(legacy)
+    settings.native_url = native.url
+    running = await start_proxy(settings, redis_url, ("127.0.0.1", 0), admin_token="a-very-long-admin-token")
+    assert running.admin is not None
+    charger = await connected_charger(running, "API01")
+    auth = {"Authorization": "Bearer a-very-long-admin-token"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(running.admin.url + "/switch", json={"to": "cutover", "all": True}) as response:
+                assert response.status == 401  # no token
+            async with aiohttp.ClientSession(headers=auth) as api:
+                for body, field in (({"to": "sideways", "all": True}, "to"), ({"to": "cutover"}, "stations"),
+                                    ({"to": "cutover", "percent": 150}, "percent"),
+                                    ({"to": "cutover", "stations": "API01"}, "stations"),
+                                    ({"to": "cutover", "colour": "red"}, "colour")):  # fmt: skip
+                    async with api.post(running.admin.url + "/switch", json=body) as response:
+                        problem = await response.json(content_type=None)
+                        assert response.status == 400 and problem["field"] == field, problem
+                async with api.post(running.admin.url + "/switch", json={"to": "cutover", "stations": ["API01"]}) as r:
+                    assert (await r.json())["items"][0]["outcome"] == "switched"
+                await wait_for(lambda: len(native.boots) == 1, timeout=10)
+                async with api.get(running.admin.url + "/stations") as response:
+                    (row,) = [r for r in (await response.json())["items"] if r["station"] == "API01"]
+                    assert row["mode"] == "cutover"
+                async with api.post(running.admin.url + "/rollback", json={"reason": "2am"}) as response:
+                    assert [i["outcome"] for i in (await response.json())["items"] if i["station"] == "API01"] == [
+                        "switched"
+                    ]
+                await wait_for(lambda: "API01" in legacy.connected and charger.connected, timeout=10)
+                async with api.get(running.admin.url + "/audit", params={"station": "API01"}) as response:
+                    entries = (await response.json())["items"]
+                    assert [(e["to"], e["by"], e["reason"]) for e in entries] == [
+                        ("legacy", "api", "2am"),
+                        ("cutover", "api", ""),
+                    ]
+                async with api.get(running.admin.url + "/openapi.json") as response:
+                    assert "/switch" in (await response.json())["paths"]
+    finally:
+        await charger.close()
+        await running.stop()
