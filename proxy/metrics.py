@@ -61,3 +61,12 @@ TLS_HANDSHAKES = Counter(
     "Charger TLS handshakes started, and completed up to the WebSocket handshake; the gap is what TLS refused",
     ["stage"],
 )
+STATIONS_BY_MODE = Gauge(
+    "cutover_stations_by_mode", "Stations connected to this proxy by routing mode (1.6 ones count as legacy)", ["mode"]
+)
+PENDING_SWITCHES = Gauge(
+    "cutover_pending_switches", "Connected stations with a switch waiting for their transactions to end"
+)
+SWITCHES_APPLIED = Counter(
+    "cutover_switches_applied_total", "Stations this proxy moved to another target (closing their socket)", ["to"]
+)

@@ -214,11 +214,15 @@ class Proxy:
         session = self.sessions.get(station_id)
         if session is None or session.subprotocol != OCPP201 or self.store.client is None:
             return
-        mode = await routing.mode_of(self.store.client, station_id)
+        route: Any = await self.store.client.hgetall(routing.route_key(station_id))
+        mode: routing.Mode = "cutover" if route.get(b"mode") == b"cutover" else "legacy"
         self.modes[station_id] = mode
+        session.pending = b"pending" in route
+        metrics.PENDING_SWITCHES.set(sum(1 for s in self.sessions.values() if s.pending))
         if mode != session.mode:
             log.info("station_switched station_id=%s from=%s to=%s; closing so it reconnects",
                      station_id, session.mode, mode)  # fmt: skip
+            metrics.SWITCHES_APPLIED.labels(mode).inc()
             await session.close_charger(1012, f"station moved to {mode}; reconnect")
 
     async def mode_for(self, station_id: str) -> routing.Mode:
@@ -309,10 +313,12 @@ class Proxy:
             log.info("station_reconnected station_id=%s; closing its previous connection", station_id)
             await previous.close_charger(1001, "replaced by a new connection of this station")
         metrics.CONNECTED_STATIONS.labels(subprotocol).inc()
+        metrics.STATIONS_BY_MODE.labels(mode).inc()
         try:
             await session.run()
         finally:
             metrics.CONNECTED_STATIONS.labels(subprotocol).dec()
+            metrics.STATIONS_BY_MODE.labels(mode).dec()
             if self.sessions.get(station_id) is session:
                 del self.sessions[station_id]
 
@@ -331,6 +337,7 @@ class Session:
     ) -> None:
         self.proxy = proxy
         self.mode = mode
+        self.pending = False
         self.upstream_leg = LEGACY if mode == "legacy" else "native"
         self.active_transactions: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
