@@ -70,3 +70,4 @@ PENDING_SWITCHES = Gauge(
 SWITCHES_APPLIED = Counter(
     "cutover_switches_applied_total", "Stations this proxy moved to another target (closing their socket)", ["to"]
 )
+ROLLBACKS = Counter("cutover_rollbacks_total", "Stations moved back to legacy by an automatic rule", ["rule"])

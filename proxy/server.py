@@ -29,7 +29,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from proxy import metrics, routing
+from proxy import metrics, rollback, routing
+from proxy.rollback import RollbackRules
 from proxy.security import (
     Admission,
     Refusal,
@@ -84,6 +85,7 @@ class ProxySettings:
     upstream: UpstreamSecurity = field(default_factory=lambda: UpstreamSecurity())
     # The new 2.0.1 CSMS that stations switched to `cutover` pass through to (URL template like legacy_url).
     native_url: str | None = None
+    rollback: RollbackRules = field(default_factory=RollbackRules)
     # How often every session's mode is compared with Redis (switches missed on pub/sub still apply).
     reconcile_seconds: float = 5.0
 
@@ -129,6 +131,7 @@ class Proxy:
         self.schemas = schemas.load()  # compiled here, at start-up, never in the event loop
         self.sessions: dict[str, Session] = {}
         self.modes: dict[str, routing.Mode] = {}
+        self.rules = settings.rollback
         self._control: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.known_actions = self.schemas.actions["1.6"] | self.schemas.actions["2.0.1"]
@@ -341,6 +344,7 @@ class Session:
         self.upstream_leg = LEGACY if mode == "legacy" else "native"
         self.active_transactions: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._native_calls: dict[str, str] = {}  # message id → action of the charger's CALLs in cutover mode
         self.charger = charger
         self.station_id = station_id
         self.subprotocol = subprotocol
@@ -376,14 +380,17 @@ class Session:
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             metrics.UPSTREAM_FAILURES.labels("connect").inc()
+            target = "new 2.0.1 CSMS" if native else "legacy CSMS"
             log.warning(
-                "legacy_unreachable station_id=%s url=%s error=%r; closing the charger so it queues",
-                self.station_id,
-                url,
-                exc,
-            )
-            await self.charger.close(1011, "legacy CSMS unreachable")
+                "upstream_unreachable station_id=%s target=%s url=%s error=%r; closing the charger so it queues",
+                self.station_id, target, url, exc,
+            )  # fmt: skip
+            if native and self.proxy.rules.native_unreachable(self.station_id, time.monotonic()):
+                await rollback.roll_back(self.proxy.store.client, self.station_id, "native_unreachable", immediate=True)
+            await self.charger.close(1011, f"{target} unreachable")
             return
+        if native:
+            self.proxy.rules.native_reached(self.station_id)
         if native:
             self.engine = Passthrough(self.proxy.schemas, V201)
         elif self.subprotocol == OCPP201:
@@ -511,6 +518,29 @@ class Session:
         )
         if leg == CHARGER and direction == "in" and action in WATCHED_ACTIONS:
             self._watch(action, frame)
+        if self.upstream_leg == "native":
+            self._judge_native(leg, direction, action, message_type, frame)
+
+    def _judge_native(self, leg: LegName, direction: str, action: str, message_type: str, frame: bytes) -> None:
+        """The automatic rollback rules' view of a cut-over station: the new CSMS's answers to its CALLs."""
+        if leg == CHARGER and direction == "in" and message_type == "call":
+            with contextlib.suppress(orjson.JSONDecodeError, IndexError, TypeError):
+                self._native_calls[orjson.loads(frame)[1]] = action
+            return
+        if leg == CHARGER or direction != "in" or message_type not in ("result", "error"):
+            return
+        try:
+            answer = orjson.loads(frame)
+            called = self._native_calls.pop(answer[1], None)
+        except (orjson.JSONDecodeError, IndexError, TypeError):
+            return
+        if called is None:
+            return  # an answer to the charger's own answer path, not to one of its CALLs
+        rules, client = self.proxy.rules, self.proxy.store.client
+        if called == "BootNotification" and message_type == "result" and answer[2].get("status") == "Rejected":
+            self._in_background(rollback.roll_back(client, self.station_id, "boot_rejected", immediate=True))
+        elif rules.answered(self.station_id, message_type == "error"):
+            self._in_background(rollback.roll_back(client, self.station_id, "callerror_rate", immediate=False))
 
     def _watch(self, action: str, frame: bytes) -> None:
         """What the control plane needs from the charger's own CALLs: its model and open transactions."""

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
-from websockets.asyncio.server import serve
 
 from peers.charger201 import Charger201
 from peers.legacy_csms import LegacyCsms, wait_for
@@ -16,14 +15,6 @@ from proxy import routing
 from proxy.app import RunningProxy, start_proxy
 from tests.conftest import proxy_url, settings_for
 from tests.peers.native_csms import NativeCsms
-
-
-@pytest.fixture
-async def native() -> AsyncIterator[NativeCsms]:
-    csms = NativeCsms()
-    async with serve(csms.serve, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:  # type: ignore[list-item]
-        csms.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/native"
-        yield csms
 
 
 @pytest.fixture

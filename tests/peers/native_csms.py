@@ -26,6 +26,7 @@ class NativeCsms:
         self.sessions: dict[str, _NativeSession] = {}
         self.lose_next_event = False
         self.refuse_next_event = False
+        self.boot_status = "Accepted"
         self.url = ""
 
     async def serve(self, ws: ServerConnection) -> None:
@@ -46,7 +47,7 @@ class _NativeSession(ChargePoint):
     @on(Action.boot_notification)
     def on_boot(self, reason: str, **_: Any) -> call_result.BootNotification:
         self.csms.boots.append(reason)
-        return call_result.BootNotification(current_time=utc_now(), interval=300, status="Accepted")
+        return call_result.BootNotification(current_time=utc_now(), interval=300, status=self.csms.boot_status)
 
     @on(Action.status_notification)
     def on_status(self, evse_id: int, connector_status: str, **_: Any) -> call_result.StatusNotification:

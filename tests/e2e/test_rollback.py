@@ -1,0 +1,119 @@
+"""Automatic rollback rules: each fires on its condition (and not otherwise) and moves the station back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+from ocpp.exceptions import OCPPError
+from ocpp.v201 import call
+from prometheus_client import REGISTRY
+from websockets.exceptions import InvalidHandshake
+
+from peers.charger201 import Charger201
+from peers.legacy_csms import LegacyCsms, wait_for
+from proxy import routing
+from proxy.app import RunningProxy, start_proxy
+from proxy.redis_embedded import free_port
+from proxy.rollback import RollbackRules
+from proxy.security import AttemptLimiter
+from tests.conftest import proxy_url, settings_for
+from tests.peers.native_csms import NativeCsms
+
+
+def fired(rule: str) -> float:
+    return REGISTRY.get_sample_value("cutover_rollbacks_total", {"rule": rule}) or 0.0
+
+
+async def proxy_to(legacy: LegacyCsms, native_url: str, redis_url: str, rules: RollbackRules) -> RunningProxy:
+    settings = settings_for(legacy)
+    settings.native_url = native_url
+    settings.rollback = rules
+    settings.reconcile_seconds = 0.5
+    return await start_proxy(settings, redis_url, None)
+
+
+@pytest.fixture
+async def cut_over(redis_client: redis.Redis) -> AsyncIterator[None]:
+    for station in ("RB01", "RB02", "RB03"):
+        await routing.switch(
+            redis_client, [station], "cutover", force=False, reason="test", actor="test", dry_run=False
+        )
+    yield
+
+
+async def rolled_back_by(client: redis.Redis, station: str) -> str:
+    (last, *_) = await routing.audit_entries(client, station=station)
+    return str(last["by"]) if last["to"] == "legacy" else ""
+
+
+async def test_unreachable_new_csms(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis, cut_over: None
+) -> None:
+    before = fired("native_unreachable")
+    running = await proxy_to(
+        legacy, f"ws://127.0.0.1:{free_port()}/gone", redis_url, RollbackRules(unreachable_seconds=0.5)
+    )
+    running.proxy.admission.by_station = AttemptLimiter(100.0, 100)  # this test's charger retries fast
+    charger = Charger201("RB01", proxy_url(running))
+    try:
+        with pytest.raises((ConnectionError, OSError, TimeoutError)):
+            await charger.connect()
+            await charger.boot()
+        assert fired("native_unreachable") == before  # one failure is not yet half a second of failures
+        for _ in range(100):  # the charger's back-off, until the legacy takes it back
+            try:
+                await charger.connect()
+                await charger.boot()
+                break
+            except (ConnectionError, OSError, TimeoutError, InvalidHandshake):
+                await asyncio.sleep(0.05)
+        assert "RB01" in legacy.boots
+    finally:
+        await charger.close()
+        await running.stop()
+    assert fired("native_unreachable") == before + 1
+    assert await rolled_back_by(redis_client, "RB01") == "rule:native_unreachable"
+
+
+async def test_boot_rejected_by_the_new_csms(
+    legacy: LegacyCsms, native: NativeCsms, redis_url: str, redis_client: redis.Redis, cut_over: None
+) -> None:
+    before = fired("boot_rejected")
+    native.boot_status = "Rejected"
+    running = await proxy_to(legacy, native.url, redis_url, RollbackRules())
+    charger = Charger201("RB02", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
+    try:
+        await charger.connect()
+        assert (await charger.boot())["status"] == "Rejected"
+        await wait_for(lambda: "RB02" in legacy.boots, timeout=10)  # it reconnected, to the legacy
+    finally:
+        await charger.close()
+        await running.stop()
+    assert fired("boot_rejected") == before + 1
+    assert await rolled_back_by(redis_client, "RB02") == "rule:boot_rejected"
+
+
+async def test_callerror_rate_of_the_new_csms(
+    legacy: LegacyCsms, native: NativeCsms, redis_url: str, redis_client: redis.Redis, cut_over: None
+) -> None:
+    before = fired("callerror_rate")
+    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(window=4, max_error_rate=0.5))
+    charger = Charger201("RB03", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
+    try:
+        await charger.connect()
+        await charger.boot()
+        for _ in range(4):
+            await charger.authorize("TAG0001")  # answered: no rollback
+        assert fired("callerror_rate") == before
+        for _ in range(4):  # the test CSMS implements no DataTransfer: NotImplemented each time
+            with pytest.raises(OCPPError):
+                await charger._call(call.DataTransfer(vendor_id="com.example"))
+        await wait_for(lambda: "RB03" in legacy.boots, timeout=10)
+    finally:
+        await charger.close()
+        await running.stop()
+    assert fired("callerror_rate") == before + 1
+    assert await rolled_back_by(redis_client, "RB03") == "rule:callerror_rate"
