@@ -15,6 +15,7 @@ from typing import Any
 
 from proxy import config, control_cli
 from proxy.config import ConfigError
+from proxy.rollback import RollbackRules
 from proxy.security import TlsFiles, UpstreamSecurity
 from proxy.server import ProxySettings
 from shadow import cli as shadow_cli
@@ -68,6 +69,13 @@ def add_proxy_flags(
     config.add(parser, "--metrics-listen", config.host_port, None, "HOST:PORT of /metrics and /healthz alone")
     config.add(parser, "--handshake-timeout", config.positive_float, 10.0, "seconds for TLS + WebSocket handshake")
     config.add(parser, "--native-url", config.ws_url, None, "the new 2.0.1 CSMS cut-over stations go to ({station})")
+    config.add(parser, "--auto-rollback", config.choice("on", "off"), "on", "automatic rollback rules")
+    config.add(
+        parser, "--rollback-unreachable-seconds", config.positive_float, 30.0,
+        "roll a station back when the new CSMS stays unreachable this long",
+    )  # fmt: skip
+    config.add(parser, "--rollback-error-rate", config.positive_float, 0.2, "roll back above this CALLERROR share")
+    config.add(parser, "--rollback-window", config.positive_int, 20, "last CALLs the error share is taken over")
     config.add(parser, "--legacy-ca", config.readable_file, None, "CA(s) to verify the legacy CSMS's wss certificate")
     config.add(parser, "--legacy-client-cert", config.readable_file, None, "client certificate toward the legacy")
     config.add(parser, "--legacy-client-key", config.readable_file, None, "its private key")
@@ -129,6 +137,12 @@ def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
     return ProxySettings(
         upstream=upstream(values),
         native_url=values["native_url"],
+        rollback=RollbackRules(
+            unreachable_seconds=values["rollback_unreachable_seconds"],
+            max_error_rate=values["rollback_error_rate"],
+            window=values["rollback_window"],
+            enabled=values["auto_rollback"] == "on",
+        ),
         security_profile=values["security_profile"],
         tls=tls_files(values),
         client_cert_organization=values["client_cert_organization"],

@@ -34,15 +34,17 @@ def port_open(port: int) -> bool:
 class ProxyProcess:
     """`cutover proxy` as a real child process, killed with SIGKILL as a crash would."""
 
-    def __init__(self, port: int, legacy_url: str, redis_url: str) -> None:
+    def __init__(self, port: int, legacy_url: str, redis_url: str, native_url: str | None = None) -> None:
         self.port, self.legacy_url, self.redis_url = port, legacy_url, redis_url
+        self.extra = ["--native-url", native_url] if native_url else []
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "proxy", "proxy", "--listen", f"127.0.0.1:{self.port}",
              "--legacy-url", self.legacy_url, "--redis-url", self.redis_url,
-             "--admin-listen", f"127.0.0.1:{free_port()}", "--call-timeout", "5", "--security-profile", "0"],
+             "--admin-listen", f"127.0.0.1:{free_port()}", "--call-timeout", "5", "--security-profile", "0",
+             *self.extra],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         await wait_for(lambda: port_open(self.port), timeout=15)
@@ -125,9 +127,7 @@ async def test_legacy_down_closes_the_charger_and_queued_events_arrive_in_order(
     assert legacy_tx.stop_reason == "EVDisconnected"
 
 
-async def test_legacy_dropping_a_station_closes_that_charger_socket(
-    proxy: RunningProxy, legacy: LegacyCsms
-) -> None:
+async def test_legacy_dropping_a_station_closes_that_charger_socket(proxy: RunningProxy, legacy: LegacyCsms) -> None:
     async with connect(proxy_url(proxy) + "/DROP01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
         await legacy.wait_for(lambda: "DROP01" in legacy.connected)
         await legacy.disconnect("DROP01")
