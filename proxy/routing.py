@@ -129,7 +129,9 @@ async def switch(
             await client.hset(route_key(station), "mode", target)
             await client.publish(CHANNEL, station)
         if result.outcome != "unchanged":
-            await audit(client, station, previous, target, result.outcome, reason, actor, forced=result.forced)
+            # A forced switch splits the station's open transactions between the two CSMSs: say how many.
+            await audit(client, station, previous, target, result.outcome, reason, actor, forced=result.forced,
+                        split_transactions=active if result.forced else 0)  # fmt: skip
     return results
 
 
@@ -158,9 +160,10 @@ async def audit(
     actor: str,
     *,
     forced: bool,
+    split_transactions: int = 0,
 ) -> None:
     entry = {"at": time.time(), "station": station, "from": previous, "to": target, "outcome": outcome,
-             "reason": reason, "by": actor, "forced": forced}  # fmt: skip
+             "reason": reason, "by": actor, "forced": forced, "split_transactions": split_transactions}  # fmt: skip
     await client.xadd(AUDIT, {"a": msgpack.packb(entry, use_bin_type=True)}, maxlen=AUDIT_MAXLEN)
 
 

@@ -50,6 +50,11 @@ def add_commands(commands: Any) -> None:
         "with --shadow-url: only these stations (shell patterns, comma-separated, e.g. KEBA-*) are replayed, "
         "the others go to the built-in backend",
     )  # fmt: skip
+    config.add(
+        shadow, "--rollback-divergence-rate", config.positive_float, 0.5,
+        "roll a cut-over station back when more than this share of its comparisons diverge (1 turns it off)",
+    )  # fmt: skip
+    config.add(shadow, "--rollback-divergence-window", config.positive_int, 50, "comparisons the share is taken over")
     config.add(shadow, "--admin-listen", config.host_port, None, "HOST:PORT of the worker's /metrics")
     config.add(shadow, "--log-level", config.choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level")
 
@@ -112,7 +117,11 @@ async def run_shadow(values: dict[str, Any]) -> int:
         admin = AdminServer(host, port, lambda: {"role": "shadow"}, client)
         await admin.start()
     try:
-        await ShadowWorker(client, backend, backend_label="reference" if replay is None else "replay").run(stop)
+        rule = None
+        if values["rollback_divergence_rate"] < 1:
+            rule = (values["rollback_divergence_rate"], values["rollback_divergence_window"])
+        label = "reference" if replay is None else "replay"
+        await ShadowWorker(client, backend, backend_label=label, divergence_rule=rule).run(stop)
     finally:
         if replay is not None:
             await replay.close()

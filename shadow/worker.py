@@ -15,11 +15,13 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
 
+from proxy import rollback, routing
 from proxy.tee import STREAM_PREFIX, unpack
 from shadow import metrics, records
 from shadow.processor import ShadowBackend, ShardProcessor, Step
@@ -54,7 +56,12 @@ class ShadowWorker:
         name: str | None = None,
         shards: int = 16,
         backend_label: str = "reference",
+        divergence_rule: tuple[float, int] | None = None,
     ) -> None:
+        # (rate, window): roll a cut-over station back when more than `rate` of its last `window` comparisons
+        # diverged; None: the rule is off.
+        self.divergence_rule = divergence_rule
+        self._recent: dict[str, deque[bool]] = {}
         self.client = client
         self.backend_factory = backend_factory
         self.name = name or f"{os.uname().nodename}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -180,6 +187,8 @@ class ShadowWorker:
         for comparison in step.comparisons:
             if await records.write(self.client, comparison.comparison_id, comparison.action, comparison.records):
                 self.count(comparison.action, comparison.records)
+                if comparison.action != "Transaction":
+                    await self.judge(comparison.station, bool(comparison.records))
         for violation in step.violations:
             metrics.LINT_VIOLATIONS.labels(violation.rule, violation.model).inc()
             await records.write_violation(self.client, violation, entry_id)
@@ -187,6 +196,18 @@ class ShadowWorker:
             await self.client.xack(self.key(shard), GROUP, *step.acks)
         self.processed += 1
         metrics.PENDING.set(sum(len(p.pending) for p in self.owned.values()))
+
+    async def judge(self, station: str, diverged: bool) -> None:
+        """The divergence-rate rollback rule: a cut-over station whose answers diverge too often goes back."""
+        if self.divergence_rule is None:
+            return
+        rate, window = self.divergence_rule
+        recent = self._recent.setdefault(station, deque(maxlen=window))
+        recent.append(diverged)
+        if len(recent) == window and sum(recent) / window > rate:
+            recent.clear()
+            if await routing.mode_of(self.client, station) == "cutover":
+                await rollback.roll_back(self.client, station, "divergence_rate", immediate=False)
 
     @staticmethod
     def count(action: str, found: list[records.Record]) -> None:

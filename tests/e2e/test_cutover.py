@@ -91,7 +91,7 @@ async def test_a_running_transaction_drains_first_unless_forced(
     await wait_for(lambda: "CUT02" in legacy.connected and charger.connected, timeout=10)
     await charger.close()
     (last, *_) = await routing.audit_entries(redis_client, station="CUT02")
-    assert last["forced"] is True and last["reason"] == "2am"
+    assert last["forced"] is True and last["reason"] == "2am" and last["split_transactions"] == 1
 
 
 async def test_percentages_are_stable_and_nested() -> None:

@@ -265,3 +265,41 @@ async def test_a_new_owner_rebuilds_what_the_previous_one_knew(redis_url: str, r
     assert [(r["kind"], r["path"], r["live"], r["shadow"]) for r in found] == [
         ("transaction_mismatch", "meterStop", 4900, 5100)
     ]
+
+
+async def test_divergence_rate_rolls_a_cut_over_station_back(
+    redis_url: str, redis_client: redis.Redis, lease: None
+) -> None:
+    """Only for a station in cutover mode, and only above the rate."""
+    import orjson
+
+    from proxy import routing
+
+    for station in ("DIV01", "DIV02"):
+        await routing.switch(redis_client, [station], "cutover", force=False, reason="", actor="test", dry_run=False)
+    await routing.switch(redis_client, ["DIV02"], "legacy", force=False, reason="", actor="test", dry_run=False)
+    for station in ("DIV01", "DIV02"):
+        for n in range(4):  # the shadow rejects UNKNOWN; the live answer was Accepted: a status_mismatch each
+            frames = [
+                ("in", [2, f"a{n}", "Authorize", {"idToken": {"idToken": "UNKNOWN", "type": "ISO14443"}}]),
+                ("out", [3, f"a{n}", {"idTokenInfo": {"status": "Accepted"}}]),
+            ]
+            for seq, (direction, frame) in enumerate(frames, 2 * n):
+                packed = envelope(station, f"c-{station}", seq, "charger", direction, "ocpp2.0.1", orjson.dumps(frame))
+                await redis_client.xadd(stream_key(station, 16), {"e": packed})
+    client, stop = own_client(redis_url), asyncio.Event()
+    worker = ShadowWorker(
+        client, lambda: ReferenceBackend(ReferenceCsms(TOKENS)), name="judge", divergence_rule=(0.5, 4)
+    )
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+    assert await routing.mode_of(redis_client, "DIV01") == "legacy"  # rolled back by the rule
+    (last, *_) = await routing.audit_entries(redis_client, station="DIV01")
+    assert last["by"] == "rule:divergence_rate"
+    (last, *_) = await routing.audit_entries(redis_client, station="DIV02")
+    assert last["by"] == "test"  # already on legacy: the rule had nothing to do
