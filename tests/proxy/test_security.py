@@ -258,26 +258,14 @@ async def test_upstream_tls_client_certificate_and_credentials(
     """Toward a wss legacy CSMS that wants a client certificate: the proxy's shared certificate and a
     configured Basic password, username the station id."""
     pki.issue_station(pki_dir, "proxy-upstream")
-    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki_dir / "ca.pem")
-    server_side.load_cert_chain(pki_dir / "server.pem", pki_dir / "server.key")
-    server_side.verify_mode = ssl.CERT_REQUIRED
-    legacy = LegacyCsms()
-    await legacy.start(tls=server_side)
-    settings = settings_for(legacy)
-    settings.upstream = UpstreamSecurity(
+    upstream = UpstreamSecurity(
         pki_dir / "ca.pem",
         pki_dir / "proxy-upstream.pem",
         pki_dir / "proxy-upstream.key",
         "password",
         "upstream-pw-0001",
     )
-    running = await start_proxy(settings, redis_url, None)
-    try:
-        async with connect(f"ws://127.0.0.1:{running.proxy.port}/ocpp/UP01", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
-            assert await boots(ws)
-    finally:
-        await running.stop()
-        await legacy.stop()
+    legacy = await boot_through_wss_legacy(pki_dir, redis_url, upstream, "UP01")
     handshake = legacy.handshakes["UP01"]
     assert handshake["authorization"] == basic("UP01", "upstream-pw-0001")["Authorization"]
     subject = dict(rdn[0] for rdn in handshake["client_certificate"]["subject"])
@@ -377,19 +365,29 @@ async def test_upstream_client_certificate_per_station(
     pki.issue_station(pki_dir, "UP02")
     for suffix in (".pem", ".key"):
         (own / f"UP02{suffix}").write_bytes((pki_dir / f"UP02{suffix}").read_bytes())
+    legacy = await boot_through_wss_legacy(
+        pki_dir, redis_url, UpstreamSecurity(pki_dir / "ca.pem", client_cert_dir=own), "UP02"
+    )
+    subject = dict(rdn[0] for rdn in legacy.handshakes["UP02"]["client_certificate"]["subject"])
+    assert subject["commonName"] == "UP02"
+
+
+async def boot_through_wss_legacy(
+    pki_dir: Path, redis_url: str, upstream: UpstreamSecurity, station: str
+) -> LegacyCsms:
+    """Boot `station` through a proxy whose legacy CSMS serves wss and wants a client certificate."""
     server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki_dir / "ca.pem")
     server_side.load_cert_chain(pki_dir / "server.pem", pki_dir / "server.key")
     server_side.verify_mode = ssl.CERT_REQUIRED
     legacy = LegacyCsms()
     await legacy.start(tls=server_side)
     settings = settings_for(legacy)
-    settings.upstream = UpstreamSecurity(pki_dir / "ca.pem", client_cert_dir=own)
+    settings.upstream = upstream
     running = await start_proxy(settings, redis_url, None)
     try:
-        async with connect(f"ws://127.0.0.1:{running.proxy.port}/ocpp/UP02", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        async with connect(f"ws://127.0.0.1:{running.proxy.port}/ocpp/{station}", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
             assert await boots(ws)
     finally:
         await running.stop()
         await legacy.stop()
-    subject = dict(rdn[0] for rdn in legacy.handshakes["UP02"]["client_certificate"]["subject"])
-    assert subject["commonName"] == "UP02"
+    return legacy

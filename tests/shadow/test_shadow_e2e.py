@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
@@ -80,6 +81,45 @@ def sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+T0, T1 = "2026-11-24T19:43:27.000Z", "2026-11-24T19:50:00.000Z"
+Tee = list[tuple[str, str, str, list[Any]]]
+
+
+def crafted_transaction(tx_id: str, legacy_id: int, legacy_meter_stop: int) -> tuple[Tee, Tee]:
+    """The tee of one transaction through the proxy (start part, end part): 100 -> 5100 Wh on the charger's
+    side, `legacy_meter_stop` told to the legacy."""
+    started: Tee = [
+        ("charger", "in", "ocpp2.0.1", [2, f"{tx_id}-1", "TransactionEvent", {
+            "eventType": "Started", "seqNo": 0, "timestamp": T0, "triggerReason": "Authorized",
+            "transactionInfo": {"transactionId": tx_id}, "evse": {"id": 1},
+            "idToken": {"idToken": "TAG0001", "type": "ISO14443"},
+            "meterValue": [{"timestamp": T0, "sampledValue": [{"value": 100, "context": "Transaction.Begin"}]}]}]),
+        ("legacy", "out", "ocpp1.6", [2, f"{tx_id}-p1", "StartTransaction", {
+            "connectorId": 1, "idTag": "TAG0001", "meterStart": 100, "timestamp": T0}]),
+        ("legacy", "in", "ocpp1.6", [3, f"{tx_id}-p1", {"transactionId": legacy_id,
+                                                          "idTagInfo": {"status": "Accepted"}}]),
+        ("charger", "out", "ocpp2.0.1", [3, f"{tx_id}-1", {"idTokenInfo": {"status": "Accepted"}}]),
+    ]  # fmt: skip
+    ended: Tee = [
+        ("charger", "in", "ocpp2.0.1", [2, f"{tx_id}-2", "TransactionEvent", {
+            "eventType": "Ended", "seqNo": 1, "timestamp": T1, "triggerReason": "EVDeparted",
+            "transactionInfo": {"transactionId": tx_id, "stoppedReason": "EVDisconnected"},
+            "meterValue": [{"timestamp": T1, "sampledValue": [{"value": 5100, "context": "Transaction.End"}]}]}]),
+        ("legacy", "out", "ocpp1.6", [2, f"{tx_id}-p2", "StopTransaction", {
+            "transactionId": legacy_id, "meterStop": legacy_meter_stop, "timestamp": T1,
+            "reason": "EVDisconnected"}]),
+        ("legacy", "in", "ocpp1.6", [3, f"{tx_id}-p2", {}]),
+        ("charger", "out", "ocpp2.0.1", [3, f"{tx_id}-2", {}]),
+    ]  # fmt: skip
+    return started, ended
+
+
+async def add_to_tee(client: redis.Redis, station: str, frames: Tee, first_seq: int = 0) -> None:
+    for seq, (leg, direction, proto, frame) in enumerate(frames, first_seq):
+        packed = envelope(station, f"c-{station}", seq, leg, direction, proto, orjson.dumps(frame))
+        await client.xadd(stream_key(station, 16), {"e": packed})
+
+
 async def test_identical_token_lists_give_no_divergence(
     proxy: RunningProxy, legacy: LegacyCsms, redis_client: redis.Redis, shadow: Callable[[set[str]], object]
 ) -> None:
@@ -132,33 +172,9 @@ async def test_transaction_energy_divergence_carries_both_values(
     redis_client: redis.Redis, shadow: Callable[[set[str]], object]
 ) -> None:
     """The legacy recorded a meterStop other than the 2.0.1 stream's (a crafted tee)."""
-    station, conn = "SH04", "c-1"
-    t0, t1 = "2026-11-24T19:43:27.000Z", "2026-11-24T19:50:00.000Z"
-    frames = [
-        ("charger", "in", "ocpp2.0.1", [2, "e1", "TransactionEvent", {
-            "eventType": "Started", "seqNo": 0, "timestamp": t0, "triggerReason": "Authorized",
-            "transactionInfo": {"transactionId": "tx"}, "evse": {"id": 1},
-            "idToken": {"idToken": "TAG0001", "type": "ISO14443"},
-            "meterValue": [{"timestamp": t0, "sampledValue": [{"value": 100, "context": "Transaction.Begin"}]}]}]),
-        ("legacy", "out", "ocpp1.6", [2, "p1", "StartTransaction", {
-            "connectorId": 1, "idTag": "TAG0001", "meterStart": 100, "timestamp": t0}]),
-        ("legacy", "in", "ocpp1.6", [3, "p1", {"transactionId": 9, "idTagInfo": {"status": "Accepted"}}]),
-        ("charger", "out", "ocpp2.0.1", [3, "e1", {"idTokenInfo": {"status": "Accepted"}}]),
-        ("charger", "in", "ocpp2.0.1", [2, "e2", "TransactionEvent", {
-            "eventType": "Ended", "seqNo": 1, "timestamp": t1, "triggerReason": "EVDeparted",
-            "transactionInfo": {"transactionId": "tx", "stoppedReason": "EVDisconnected"},
-            "meterValue": [{"timestamp": t1, "sampledValue": [{"value": 5100, "context": "Transaction.End"}]}]}]),
-        ("legacy", "out", "ocpp1.6", [2, "p2", "StopTransaction", {
-            "transactionId": 9, "meterStop": 4900, "timestamp": t1, "reason": "EVDisconnected"}]),
-        ("legacy", "in", "ocpp1.6", [3, "p2", {}]),
-        ("charger", "out", "ocpp2.0.1", [3, "e2", {}]),
-    ]  # fmt: skip
-    import orjson
-
-    for seq, (leg, direction, proto, frame) in enumerate(frames):
-        await redis_client.xadd(
-            stream_key(station, 16), {"e": envelope(station, conn, seq, leg, direction, proto, orjson.dumps(frame))}
-        )
+    station = "SH04"
+    started, ended = crafted_transaction("tx", 9, legacy_meter_stop=4900)
+    await add_to_tee(redis_client, station, started + ended)
     await shadow(TOKENS)  # type: ignore[misc]
     await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
     found, _ = await records.query(redis_client, station=station, action="Transaction")
@@ -212,43 +228,14 @@ async def compared(client: redis.Redis, action: str) -> bool:
 async def test_a_new_owner_rebuilds_what_the_previous_one_knew(redis_url: str, redis_client: redis.Redis) -> None:
     """The start of a transaction was processed (and acknowledged) by a worker that then died: the next owner
     still reconciles the transaction when it ends."""
-    import orjson
-
-    station, conn = "SH06", "c-6"
-    t0, t1 = "2026-11-24T19:43:27.000Z", "2026-11-24T19:50:00.000Z"
-    started = [
-        ("charger", "in", "ocpp2.0.1", [2, "e1", "TransactionEvent", {
-            "eventType": "Started", "seqNo": 0, "timestamp": t0, "triggerReason": "Authorized",
-            "transactionInfo": {"transactionId": "tx6"}, "evse": {"id": 1},
-            "idToken": {"idToken": "TAG0001", "type": "ISO14443"},
-            "meterValue": [{"timestamp": t0, "sampledValue": [{"value": 100, "context": "Transaction.Begin"}]}]}]),
-        ("legacy", "out", "ocpp1.6", [2, "p1", "StartTransaction", {
-            "connectorId": 1, "idTag": "TAG0001", "meterStart": 100, "timestamp": t0}]),
-        ("legacy", "in", "ocpp1.6", [3, "p1", {"transactionId": 6, "idTagInfo": {"status": "Accepted"}}]),
-        ("charger", "out", "ocpp2.0.1", [3, "e1", {"idTokenInfo": {"status": "Accepted"}}]),
-    ]  # fmt: skip
-    ended = [
-        ("charger", "in", "ocpp2.0.1", [2, "e2", "TransactionEvent", {
-            "eventType": "Ended", "seqNo": 1, "timestamp": t1, "triggerReason": "EVDeparted",
-            "transactionInfo": {"transactionId": "tx6", "stoppedReason": "EVDisconnected"},
-            "meterValue": [{"timestamp": t1, "sampledValue": [{"value": 5100, "context": "Transaction.End"}]}]}]),
-        ("legacy", "out", "ocpp1.6", [2, "p2", "StopTransaction", {
-            "transactionId": 6, "meterStop": 4900, "timestamp": t1, "reason": "EVDisconnected"}]),
-        ("legacy", "in", "ocpp1.6", [3, "p2", {}]),
-        ("charger", "out", "ocpp2.0.1", [3, "e2", {}]),
-    ]  # fmt: skip
+    station = "SH06"
+    started, ended = crafted_transaction("tx6", 6, legacy_meter_stop=4900)
     key = stream_key(station, 16)
-
-    async def add(frames: list[tuple[str, str, str, list[object]]], first_seq: int) -> None:
-        for seq, (leg, direction, proto, frame) in enumerate(frames, first_seq):
-            packed = envelope(station, conn, seq, leg, direction, proto, orjson.dumps(frame))
-            await redis_client.xadd(key, {"e": packed})
-
-    await add(started, 0)
+    await add_to_tee(redis_client, station, started)
     await redis_client.xgroup_create(key, GROUP, id="0", mkstream=True)
     read: Any = await redis_client.xreadgroup(GROUP, "dead", {key: ">"})
     await redis_client.xack(key, GROUP, *[entry_id for entry_id, _ in read[0][1]])  # the dead owner's work
-    await add(ended, len(started))
+    await add_to_tee(redis_client, station, ended, len(started))
 
     client = own_client(redis_url)
     stop = asyncio.Event()
@@ -271,8 +258,6 @@ async def test_divergence_rate_rolls_a_cut_over_station_back(
     redis_url: str, redis_client: redis.Redis, lease: None
 ) -> None:
     """Only for a station in cutover mode, and only above the rate."""
-    import orjson
-
     from proxy import routing
 
     for station in ("DIV01", "DIV02"):
