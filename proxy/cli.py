@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = config.resolve(args)
         if args.command in ("shadow", "divergences"):
             return shadow_cli.main(args, values)
-        if args.command in ("switch", "status", "audit", "group"):
+        if args.command in ("switch", "status", "audit", "group", "enroll"):
             return control_cli.main(args, values)
         if args.command == "proxy" and values["legacy_url"] is None:
             raise ConfigError(

@@ -40,6 +40,11 @@ def add_commands(commands: Any) -> None:
     switch.add_argument("--dry-run", action="store_true", help="list what would move, move nothing")
     switch.add_argument("--reason", default="", help="why, for the audit trail")
 
+    enroll = commands.add_parser("enroll", help="enroll stations in the shadow comparison, or take them out")
+    config.add(enroll, "--redis-url", config.redis_url, None, "the proxies' Redis (required)")
+    enroll.add_argument("shadow", choices=("on", "off"))
+    enroll.add_argument("stations", nargs="+")
+
     status = commands.add_parser("status", help="every station: mode, pending switch, connection, transactions")
     config.add(status, "--redis-url", config.redis_url, None, "the proxies' Redis (required)")
     status.add_argument("--format", choices=("text", "json"), default="text")
@@ -78,6 +83,10 @@ async def run(args: argparse.Namespace, client: redis.Redis) -> int:
             print(f"{result.station:<24} {result.previous} → {result.target}: {result.outcome}{forced}")
         counts = {o: sum(1 for r in results if r.outcome == o) for o in ("switched", "pending", "unchanged")}
         print(("dry run: " if args.dry_run else "") + ", ".join(f"{n} {o}" for o, n in counts.items()))
+        return 0
+    if args.command == "enroll":
+        await routing.enroll(client, args.stations, args.shadow == "on", actor())
+        print(f"shadow {args.shadow} for {', '.join(args.stations)}")
         return 0
     if args.command == "status":
         rows = await routing.status(client)

@@ -135,6 +135,20 @@ async def switch(
     return results
 
 
+async def enroll(client: redis.Redis, stations: list[str], enrolled: bool, actor: str) -> None:
+    """Per-station shadow enrollment: the shadow workers compare only enrolled stations (all, by default)."""
+    for station in stations:
+        if enrolled:
+            await client.hdel(route_key(station), "shadow")
+        else:
+            await client.hset(route_key(station), "shadow", "off")
+        await audit(client, station, "", "", "shadow_on" if enrolled else "shadow_off", "", actor, forced=False)
+
+
+async def is_enrolled(client: redis.Redis, station: str) -> bool:
+    return await client.hget(route_key(station), "shadow") != b"off"
+
+
 async def on_idle(client: redis.Redis, station: str) -> Mode | None:
     """The station's transactions all ended: apply its pending switch, if any (the new mode, else None)."""
     route = await client.hgetall(route_key(station))
@@ -193,5 +207,6 @@ async def status(client: redis.Redis) -> list[dict[str, Any]]:
             "protocol": text(info.get(b"protocol", b"")),
             "model": text(info.get(b"model", b"")),
             "firmware": text(info.get(b"firmware", b"")),
+            "shadow": route.get(b"shadow") != b"off",
         })  # fmt: skip
     return rows

@@ -35,6 +35,7 @@ WORKER_PREFIX = "cutover:shadow:worker:"
 LEASE_SECONDS = 6.0
 RENEW_SECONDS = 2.0
 READ_COUNT = 256
+ENROLLMENT_SECONDS = 5.0
 # How much of a shard's history a new owner replays to rebuild its stations' state.
 WARM_UP_ENTRIES = 50_000
 READ_BLOCK_MS = 200
@@ -62,6 +63,7 @@ class ShadowWorker:
         # diverged; None: the rule is off.
         self.divergence_rule = divergence_rule
         self._recent: dict[str, deque[bool]] = {}
+        self._enrollment: dict[str, tuple[bool, float]] = {}
         self.client = client
         self.backend_factory = backend_factory
         self.name = name or f"{os.uname().nodename}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -178,8 +180,20 @@ class ShadowWorker:
                 if shard in self.owned:
                     await self.apply(shard, entry_id.decode(), fields)
 
+    async def enrolled(self, station: str) -> bool:
+        """Whether the station is enrolled in the shadow (looked up at most every ENROLLMENT_SECONDS)."""
+        cached = self._enrollment.get(station)
+        now = time.monotonic()
+        if cached is None or now - cached[1] > ENROLLMENT_SECONDS:
+            cached = (await routing.is_enrolled(self.client, station), now)
+            self._enrollment[station] = cached
+        return cached[0]
+
     async def apply(self, shard: int, entry_id: str, fields: dict[bytes, bytes]) -> None:
         envelope = unpack(fields[b"e"])
+        if not await self.enrolled(envelope["station"]):
+            await self.client.xack(self.key(shard), GROUP, entry_id)  # not enrolled: nothing to compare
+            return
         metrics.LAG.observe(max(time.time() - envelope["t_ns"] / 1e9, 0))
         started = time.perf_counter()
         step: Step = await self.owned[shard].process(entry_id, envelope)

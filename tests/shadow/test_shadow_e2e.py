@@ -288,3 +288,19 @@ async def test_divergence_rate_rolls_a_cut_over_station_back(
     assert last["by"] == "rule:divergence_rate"
     (last, *_) = await routing.audit_entries(redis_client, station="DIV02")
     assert last["by"] == "test"  # already on legacy: the rule had nothing to do
+
+
+async def test_a_station_taken_out_of_the_shadow_is_not_compared(
+    redis_client: redis.Redis, shadow: Callable[[set[str]], object]
+) -> None:
+    from proxy import routing
+
+    await routing.enroll(redis_client, ["SH07"], False, "test")
+    started, ended = crafted_transaction("tx7", 7, legacy_meter_stop=4900)  # would diverge if compared
+    await add_to_tee(redis_client, "SH07", started + ended)
+    await shadow(TOKENS)  # type: ignore[misc]
+    await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+    assert (await records.query(redis_client, station="SH07"))[0] == []
+    assert await redis_client.hgetall(records.COMPARISONS) == {}
+    await routing.enroll(redis_client, ["SH07"], True, "test")
+    assert await routing.is_enrolled(redis_client, "SH07")
