@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
@@ -215,6 +215,12 @@ class RecordingPeer:
     frames_out: list[Any]
     received_calls: list[tuple[str, dict[str, Any]]]
     credentials: Credentials | None = None
+    _serve_task: asyncio.Task[None] | None
+    _response_queue: asyncio.Queue[Any]
+    if TYPE_CHECKING:  # the ocpp library's ChargePoint, which every peer also is, provides these
+        _connection: Any
+
+        async def route_message(self, raw_msg: str | bytes) -> None: ...
 
     def _record_in(self, frame: Any) -> None:
         self.frames_in.append(frame)
@@ -235,3 +241,29 @@ class RecordingPeer:
             await ws.close()
             raise ConnectionError(f"{url}: server did not select subprotocol {subprotocol}")
         return RecordingConnection(ws, record_in=self._record_in, record_out=self.frames_out.append)
+
+    async def _start(self, url: str, subprotocol: str) -> None:
+        """Open the recorded connection and answer what arrives on it until it closes."""
+        self._connection = await self._open(url, subprotocol)
+        self._response_queue = asyncio.Queue()
+        self._serve_task = asyncio.create_task(self._serve(self._connection))
+
+    async def _drop_connection(self) -> None:
+        """Close the connection and wait for its reader to stop."""
+        if self._connection is not None:
+            await self._connection.close()
+        if self._serve_task is not None:
+            await self._serve_task
+            self._serve_task = None
+
+    async def _serve(self, connection: RecordingConnection) -> None:
+        try:
+            while True:
+                await self.route_message(await connection.recv())
+        except ConnectionClosed:
+            pass
+        finally:
+            self._on_connection_lost()
+
+    def _on_connection_lost(self) -> None:
+        """The reader stopped; a peer that reconnects by itself overrides this."""

@@ -14,9 +14,8 @@ from urllib.parse import quote
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
-from websockets.exceptions import ConnectionClosed
 
-from peers._wire import Credentials, RecordingConnection, RecordingPeer, call_wire, run_logged, spell_for_16, utc_now
+from peers._wire import Credentials, RecordingPeer, call_wire, run_logged, spell_for_16, utc_now
 
 __all__ = ["Charger16"]
 
@@ -71,24 +70,11 @@ class Charger16(RecordingPeer, ChargePoint):
         if self.connected:
             return
         await self.close()  # the previous connection's reader, if any, must be gone first
-        self._connection = await self._open(self.url, "ocpp1.6")
-        self._response_queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._serve_task = asyncio.create_task(self._serve(self._connection))
+        await self._start(self.url, "ocpp1.6")
 
     async def close(self) -> None:
         """Close the websocket and stop answering."""
-        if self._connection is not None:
-            await self._connection.close()
-        if self._serve_task is not None:
-            await self._serve_task
-            self._serve_task = None
-
-    async def _serve(self, connection: RecordingConnection) -> None:
-        try:
-            while True:
-                await self.route_message(await connection.recv())
-        except ConnectionClosed:
-            pass
+        await self._drop_connection()
 
     async def _send(self, message: str) -> None:
         await super()._send(spell_for_16(message))

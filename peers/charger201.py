@@ -20,9 +20,9 @@ from ocpp.exceptions import OCPPError
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import InvalidHandshake
 
-from peers._wire import Credentials, RecordingConnection, RecordingPeer, call_wire, run_logged, utc_now
+from peers._wire import Credentials, RecordingPeer, call_wire, run_logged, utc_now
 
 __all__ = ["DEVICE_MODEL", "AuthorizationRejected", "Charger201"]
 
@@ -215,9 +215,7 @@ class Charger201(RecordingPeer, ChargePoint):
         if self.connected:
             return
         await self._drop_connection()
-        self._connection = await self._open(self.url, "ocpp2.0.1")
-        self._response_queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._serve_task = asyncio.create_task(self._serve(self._connection))
+        await self._start(self.url, "ocpp2.0.1")
         self.connects += 1
         LOGGER.info("charger_connected station_id=%s url=%s", self.station_id, self.url)
 
@@ -261,24 +259,8 @@ class Charger201(RecordingPeer, ChargePoint):
             await self._report_status(evse_id, connector_status)
         return response
 
-    async def _drop_connection(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-        if self._serve_task is not None:
-            await self._serve_task
-            self._serve_task = None
-
-    async def _serve(self, connection: RecordingConnection) -> None:
-        try:
-            while True:
-                await self.route_message(await connection.recv())
-        except ConnectionClosed:
-            pass
-        finally:
-            LOGGER.info("charger_disconnected station_id=%s", self.station_id)
-            self._on_connection_lost()
-
     def _on_connection_lost(self) -> None:
+        LOGGER.info("charger_disconnected station_id=%s", self.station_id)
         if not self.auto_reconnect or self._closing:
             return
         if self._reconnect_task is None or self._reconnect_task.done():

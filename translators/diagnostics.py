@@ -11,7 +11,7 @@ from collections.abc import Generator
 from typing import Any
 
 from translators.bridge import Context, Disposition, Request
-from translators.rpc import PropertyConstraintViolation
+from translators.rpc import at_most
 
 # OCPP 2.0.1 LogParametersType.remoteLocation: string[512]; 1.6 GetDiagnostics.location is an unbounded URI.
 MAX_REMOTE_LOCATION = 512
@@ -54,12 +54,7 @@ LOG_STATUS = {s: s for s in ("Accepted", "Rejected", "AcceptedCanceled")}
 
 def get_diagnostics(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
     """A 1.6 core GetDiagnostics as a 2.0.1 GetLog of the DiagnosticsLog under a requestId the proxy issues."""
-    location = payload["location"]
-    if len(location) > MAX_REMOTE_LOCATION:
-        raise PropertyConstraintViolation(
-            f"location: {len(location)} characters, OCPP 2.0.1 log.remoteLocation takes at most {MAX_REMOTE_LOCATION}",
-            {"field": "location"},
-        )
+    at_most(payload, "location", "log.remoteLocation", MAX_REMOTE_LOCATION)
     request_id = ctx.state.on_request_issued(CORE_DIAGNOSTICS)
     ctx.touch()
     log = {target: payload[source] for source, target in DIAGNOSTICS_TO_LOG_PARAMETERS.items() if source in payload}

@@ -12,7 +12,7 @@ from collections.abc import Generator
 from typing import Any
 
 from translators.bridge import Context, Disposition, Request
-from translators.rpc import GenericError, PropertyConstraintViolation
+from translators.rpc import GenericError, at_most
 
 # OCPP 2.0.1 FirmwareType.location: string[512]; 1.6 UpdateFirmware.location is an unbounded URI.
 MAX_LOCATION = 512
@@ -56,12 +56,7 @@ def publish_firmware_status_notification(
 
 def update_firmware(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
     """A 1.6 core UpdateFirmware as a 2.0.1 UpdateFirmware under a requestId the proxy issues."""
-    location = payload["location"]
-    if len(location) > MAX_LOCATION:
-        raise PropertyConstraintViolation(
-            f"location: {len(location)} characters, OCPP 2.0.1 firmware.location takes at most {MAX_LOCATION}",
-            {"field": "location"},
-        )
+    location = at_most(payload, "location", "firmware.location", MAX_LOCATION)
     request_id = ctx.state.on_request_issued(CORE_UPDATE)
     ctx.touch()
     request: dict[str, Any] = {

@@ -59,6 +59,16 @@ class PropertyConstraintViolation(OcppError):
     code = "PropertyConstraintViolation"
 
 
+def at_most(payload: dict[str, Any], field: str, target: str, limit: int) -> str:
+    """`payload[field]`, refused by name when longer than the `limit` of the 2.0.1 `target` it becomes."""
+    value: str = payload[field]
+    if len(value) > limit:
+        raise PropertyConstraintViolation(
+            f"{field}: {len(value)} characters, OCPP 2.0.1 {target} takes at most {limit}", {"field": field}
+        )
+    return value
+
+
 class OccurrenceConstraintViolation(OcppError):
     code = "OccurrenceConstraintViolation"
     code_16 = "OccurenceConstraintViolation"
