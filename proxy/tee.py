@@ -73,6 +73,7 @@ class Tee:
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.written = 0
         self.dropped = 0
 
@@ -105,15 +106,16 @@ class Tee:
 
     def start(self) -> None:
         if self.client is not None and self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._flush_forever(), name="tee-flush")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # The flag as well as the cancellation: Python 3.11's wait_for returns instead of raising when it is
+            # cancelled just as its awaitable finishes, and the flusher would then loop on, holding stop forever.
+            self._stopping = True
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.gather(self._task, return_exceptions=True)  # a cancellation of stop itself still raises
             self._task = None
         if self._queue:
             await self.flush()
@@ -148,7 +150,7 @@ class Tee:
         metrics.TEE_QUEUE_DEPTH.set(0)
 
     async def _flush_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.05)
             except TimeoutError:

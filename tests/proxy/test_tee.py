@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import redis.asyncio as redis
@@ -29,6 +30,27 @@ async def test_unreachable_redis_drops_without_blocking() -> None:
         tee.offer("CP1", "c1", seq, "charger", "in", "ocpp2.0.1", b"[]")
     await tee.flush()
     assert tee.dropped == 100 and tee.written == 0
+
+
+async def test_stop_ends_the_flusher_even_when_a_cancellation_is_swallowed(redis_client: redis.Redis) -> None:
+    tee = Tee(redis_client, batch=1)
+    flushing = asyncio.Event()
+
+    async def flush_swallowing_cancellation() -> None:  # as 3.11's wait_for does when its awaitable just finished
+        flushing.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+        tee._queue.clear()
+
+    tee.flush = flush_swallowing_cancellation  # type: ignore[method-assign]
+    tee.start()
+    tee.offer("CP1", "c1", 0, "charger", "in", "ocpp2.0.1", b"[]")
+    await asyncio.wait_for(flushing.wait(), 2)
+    stopping = asyncio.create_task(tee.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=2)
+    assert stopping in done and tee._task is None
 
 
 def test_streams_are_hash_tagged_shards() -> None:
