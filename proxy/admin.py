@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from proxy import routing
+from proxy import rollback, routing
 from shadow import records
 from shadow.cli import since_value
 
@@ -28,7 +28,7 @@ def problem(status: int, title: str, detail: str, field: str | None = None) -> w
 
 
 # The operator API; /metrics and /healthz stay open to the scraper and the orchestrator.
-PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls", "/stations", "/switch", "/rollback", "/audit")
+PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls", "/stations", "/switch", "/rollback", "/audit", "/rules")
 SELECTORS: dict[str, type | tuple[type, ...]] = {
     "stations": list, "group": str, "glob": str, "model": str, "firmware": str, "percent": (int, float), "all": bool,
 }  # fmt: skip
@@ -51,6 +51,20 @@ OPENAPI: dict[str, Any] = {
                                "reason": {"type": "string"}}}}}}}},
         "/rollback": {"post": {"summary": "every station back to legacy (drain then switch unless force)"}},
         "/audit": {"get": {"summary": "switch audit trail, newest first (station, limit)"}},
+        "/rules": {"get": {"summary": "automatic rollback thresholds each group overrides"}},
+        "/rules/{group}": {
+            "put": {"summary": "merge thresholds into a group's rules", "requestBody": {"content": {
+                "application/json": {"schema": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                    "properties": {
+                        "unreachable_seconds": {"type": "number", "exclusiveMinimum": 0},
+                        "tls_failures": {"type": "integer", "minimum": 1},
+                        "max_error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                        "window": {"type": "integer", "minimum": 1},
+                        "divergence_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                        "divergence_window": {"type": "integer", "minimum": 1},
+                        "enabled": {"type": "boolean"}}}}}}},
+            "delete": {"summary": "the group's rules back to the proxies' flags"},
+        },
         "/divergences": {"get": {"summary": "shadow divergences (station, action, kind, since, limit, cursor)"}},
         "/lint": {"get": {"summary": "a station's conformance-lint violations (station)"}},
         "/tls/reload": {"post": {"summary": "re-read TLS material for new handshakes"}},
@@ -202,6 +216,33 @@ def make_app(
             return problem(400, "Bad parameter", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
         return web.json_response({"items": await routing.audit_entries(client, limit, request.query.get("station"))})
 
+    async def rules_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        return web.json_response({"groups": await rollback.group_rules(client)})
+
+    async def put_rules_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        try:
+            body = await request.json()
+        except ValueError:
+            return problem(400, "Bad body", "the body is not JSON", "body")
+        try:
+            rules = await rollback.set_group_rules(client, request.match_info["group"], body)
+        except ValueError as exc:
+            field, _, _ = str(exc).partition(": ")
+            return problem(400, "Bad body", str(exc), "body" if field == "rules" else field)
+        return web.json_response({"group": request.match_info["group"], "rules": rules})
+
+    async def delete_rules_handler(request: web.Request) -> web.Response:
+        if client is None:
+            return problem(503, "No Redis", "this process runs without Redis")
+        group = request.match_info["group"]
+        if not await rollback.clear_group_rules(client, group):
+            return problem(404, "No such rules", f"group {group!r} has no rules of its own")
+        return web.Response(status=204)
+
     async def openapi_handler(request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
@@ -211,6 +252,9 @@ def make_app(
         app.router.add_post("/switch", switch_handler)
         app.router.add_post("/rollback", rollback_handler)
         app.router.add_get("/audit", audit_handler)
+        app.router.add_get("/rules", rules_handler)
+        app.router.add_put("/rules/{group}", put_rules_handler)
+        app.router.add_delete("/rules/{group}", delete_rules_handler)
         app.router.add_get("/openapi.json", openapi_handler)
     if serves in ("all", "metrics"):
         app.router.add_get("/metrics", metrics_handler)

@@ -76,6 +76,13 @@ def add_proxy_flags(
     )  # fmt: skip
     config.add(parser, "--rollback-error-rate", config.positive_float, 0.2, "roll back above this CALLERROR share")
     config.add(parser, "--rollback-window", config.positive_int, 20, "last CALLs the error share is taken over")
+    config.add(
+        parser, "--rollback-tls-failures", config.positive_int, 3,
+        "roll a station back after this many failed TLS handshakes in a row with the new CSMS",
+    )  # fmt: skip
+    config.add(parser, "--native-ca", config.readable_file, None, "CA(s) to verify the new CSMS's wss certificate")
+    config.add(parser, "--native-client-cert", config.readable_file, None, "client certificate toward the new CSMS")
+    config.add(parser, "--native-client-key", config.readable_file, None, "its private key")
     config.add(parser, "--legacy-ca", config.readable_file, None, "CA(s) to verify the legacy CSMS's wss certificate")
     config.add(parser, "--legacy-client-cert", config.readable_file, None, "client certificate toward the legacy")
     config.add(parser, "--legacy-client-key", config.readable_file, None, "its private key")
@@ -133,11 +140,20 @@ def upstream(values: dict[str, Any]) -> UpstreamSecurity:
     )  # fmt: skip
 
 
+def native_security(values: dict[str, Any]) -> UpstreamSecurity:
+    """TLS toward the new 2.0.1 CSMS (ConfigError naming the flag when inconsistent)."""
+    if (values["native_client_cert"] is None) != (values["native_client_key"] is None):
+        raise ConfigError("--native-client-cert and --native-client-key go together")
+    return UpstreamSecurity(values["native_ca"], values["native_client_cert"], values["native_client_key"])
+
+
 def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
     return ProxySettings(
         upstream=upstream(values),
         native_url=values["native_url"],
+        native=native_security(values),
         rollback=RollbackRules(
+            tls_failures=values["rollback_tls_failures"],
             unreachable_seconds=values["rollback_unreachable_seconds"],
             max_error_rate=values["rollback_error_rate"],
             window=values["rollback_window"],
@@ -240,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = config.resolve(args)
         if args.command in ("shadow", "divergences"):
             return shadow_cli.main(args, values)
-        if args.command in ("switch", "status", "audit", "group", "enroll"):
+        if args.command in ("switch", "status", "audit", "group", "enroll", "rules"):
             return control_cli.main(args, values)
         if args.command == "proxy" and values["legacy_url"] is None:
             raise ConfigError(
@@ -249,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("proxy", "demo"):
             admin_token(values)
             upstream(values)
+            native_security(values)
         if args.command == "proxy":  # the demo makes its own dev PKI when it needs one
             tls_files(values)
     except ConfigError as exc:

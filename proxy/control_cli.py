@@ -1,4 +1,4 @@
-"""`cutover switch`, `cutover status`, `cutover audit`, `cutover group`: the cutover control plane from a shell.
+"""`cutover switch`, `status`, `audit`, `group`, `enroll`, `rules`: the cutover control plane from a shell.
 
 `cutover switch --to legacy --all` is the fleet-wide rollback.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from proxy import config, routing
+from proxy import config, redis_client, rollback, routing
 
 
 def percent(text: str) -> float:
@@ -61,12 +61,65 @@ def add_commands(commands: Any) -> None:
     group.add_argument("name")
     group.add_argument("stations", nargs="*")
 
+    rules = commands.add_parser("rules", help="automatic rollback thresholds per group (over the proxies' flags)")
+    config.add(rules, "--redis-url", config.redis_url, None, "the proxies' Redis (required)")
+    rules.add_argument("action", choices=("set", "clear", "list"))
+    rules.add_argument("group", nargs="?", help="the group whose rules to set or clear")
+    for flag, name, kind, meaning in RULE_FLAGS:
+        rules.add_argument(flag, dest=name, type=kind, help=meaning)
+    rules.add_argument("--auto-rollback", dest="enabled", choices=("on", "off"), help="the group's rules on or off")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+
+
+RULE_FLAGS = (
+    ("--unreachable-seconds", "unreachable_seconds", float, "new CSMS unreachable this long"),
+    ("--tls-failures", "tls_failures", int, "failed TLS handshakes in a row with the new CSMS"),
+    ("--error-rate", "max_error_rate", float, "share of CALLERROR answers (0-1) ..."),
+    ("--window", "window", int, "... over this many CALLs"),
+    ("--divergence-rate", "divergence_rate", float, "share of diverging shadow comparisons (0-1) ..."),
+    ("--divergence-window", "divergence_window", int, "... over this many comparisons"),
+)
+
+
+async def run_rules(args: argparse.Namespace, client: redis.Redis) -> int:
+    if args.action != "list" and not args.group:
+        print(f"cutover rules {args.action}: name the group, e.g. cutover rules {args.action} beta")
+        return 2
+    if args.action == "set":
+        overrides: dict[str, Any] = {name: getattr(args, name) for _, name, _, _ in RULE_FLAGS
+                                     if getattr(args, name) is not None}  # fmt: skip
+        if args.enabled is not None:
+            overrides["enabled"] = args.enabled == "on"
+        if not overrides:
+            flags = ", ".join(flag for flag, _, _, _ in RULE_FLAGS)
+            print(f"cutover rules set: give at least one threshold ({flags} or --auto-rollback)")
+            return 2
+        try:
+            await rollback.set_group_rules(client, args.group, overrides)
+        except ValueError as exc:
+            flag = {name: flag for flag, name, _, _ in RULE_FLAGS}
+            field, _, why = str(exc).partition(": ")
+            print(f"cutover rules set: {flag.get(field, '--' + field.replace('_', '-'))}: {why}")
+            return 2
+    elif args.action == "clear" and not await rollback.clear_group_rules(client, args.group):
+        print(f"cutover rules clear: group {args.group!r} has no rules of its own")
+        return 2
+    rules = await rollback.group_rules(client)
+    if args.format == "json":
+        print(orjson.dumps(rules, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for group, overrides in sorted(rules.items()):
+            print(f"{group:<20} " + " ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+    return 0
+
 
 def actor() -> str:
     return f"cli:{getpass.getuser()}@{socket.gethostname()}"
 
 
 async def run(args: argparse.Namespace, client: redis.Redis) -> int:
+    if args.command == "rules":
+        return await run_rules(args, client)
     if args.command == "switch":
         selection = routing.Selection(
             tuple(args.station), args.group, args.glob, args.model, args.firmware, args.percent, args.all
@@ -124,7 +177,7 @@ def main(args: argparse.Namespace, values: dict[str, Any]) -> int:
         raise config.ConfigError("--redis-url (CUTOVER_REDIS_URL) is required: the Redis the proxies share")
 
     async def with_client() -> int:
-        client = redis.Redis.from_url(values["redis_url"])
+        client = redis_client.connect(values["redis_url"])
         try:
             return await run(args, client)
         finally:

@@ -85,6 +85,8 @@ class ProxySettings:
     upstream: UpstreamSecurity = field(default_factory=lambda: UpstreamSecurity())
     # The new 2.0.1 CSMS that stations switched to `cutover` pass through to (URL template like legacy_url).
     native_url: str | None = None
+    # TLS toward the new 2.0.1 CSMS: its CA and the proxy's client certificate there (the system CAs if unset).
+    native: UpstreamSecurity = field(default_factory=lambda: UpstreamSecurity())
     rollback: RollbackRules = field(default_factory=RollbackRules)
     # How often every session's mode is compared with Redis (switches missed on pub/sub still apply).
     reconcile_seconds: float = 5.0
@@ -138,6 +140,7 @@ class Proxy:
         redact_credentials_in_logs()
         self.tls = TlsTerminator(settings.tls) if settings.tls is not None else None
         self.upstream_tls = settings.upstream.context()
+        self.native_tls = settings.native.context()
         self._upstream_contexts: dict[str, ssl.SSLContext] = {}
         self.admission = Admission(
             settings.security_profile,
@@ -150,8 +153,11 @@ class Proxy:
         self._connection_ids = itertools.count(1)
         self._instance = os.urandom(3).hex()
 
-    def upstream_context(self, station_id: str) -> ssl.SSLContext:
-        """The TLS context toward the legacy for a station: its own client certificate if it has one."""
+    def upstream_context(self, station_id: str, native: bool = False) -> ssl.SSLContext:
+        """The TLS context toward the legacy for a station (its own client certificate if it has one), or
+        toward the new 2.0.1 CSMS."""
+        if native:
+            return self.native_tls
         if self.settings.upstream.client_cert_dir is None:
             return self.upstream_tls
         if station_id not in self._upstream_contexts:
@@ -366,11 +372,22 @@ class Session:
             else settings.legacy_url_for(self.station_id)
         )
         self._in_background(self._registered())
+        rules = self.proxy.rules
+        if native:
+            try:
+                thresholds = await asyncio.wait_for(
+                    rollback.thresholds_for(self.proxy.store.client, self.station_id, rules.defaults), 0.5
+                )
+            except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+                log.warning("rollback_rules_unavailable station_id=%s error=%r; using the last known",
+                            self.station_id, exc)  # fmt: skip
+            else:
+                rules.configure(self.station_id, thresholds)
         try:
             self.legacy = await connect(
                 url,
                 subprotocols=[OCPP201 if native else OCPP16],  # type: ignore[list-item]
-                ssl=self.proxy.upstream_context(self.station_id) if url.startswith("wss:") else None,
+                ssl=self.proxy.upstream_context(self.station_id, native) if url.startswith("wss:") else None,
                 additional_headers=settings.upstream.headers(self.station_id, self.charger_authorization),
                 open_timeout=settings.upstream_open_timeout,
                 compression=None,
@@ -381,16 +398,20 @@ class Session:
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             metrics.UPSTREAM_FAILURES.labels("connect").inc()
             target = "new 2.0.1 CSMS" if native else "legacy CSMS"
+            tls_error = rollback.tls_failure(exc)
             log.warning(
                 "upstream_unreachable station_id=%s target=%s url=%s error=%r; closing the charger so it queues",
-                self.station_id, target, url, exc,
+                self.station_id, target, url, tls_error or exc,
             )  # fmt: skip
-            if native and self.proxy.rules.native_unreachable(self.station_id, time.monotonic()):
-                await rollback.roll_back(self.proxy.store.client, self.station_id, "native_unreachable", immediate=True)
+            client = self.proxy.store.client
+            if native and tls_error is not None and rules.native_tls_failed(self.station_id):
+                await rollback.roll_back(client, self.station_id, "native_tls_failed", immediate=True)
+            elif native and rules.native_unreachable(self.station_id, time.monotonic()):
+                await rollback.roll_back(client, self.station_id, "native_unreachable", immediate=True)
             await self.charger.close(1011, f"{target} unreachable")
             return
         if native:
-            self.proxy.rules.native_reached(self.station_id)
+            rules.native_reached(self.station_id)
         if native:
             self.engine = Passthrough(self.proxy.schemas, V201)
         elif self.subprotocol == OCPP201:

@@ -60,8 +60,11 @@ class ShadowWorker:
         divergence_rule: tuple[float, int] | None = None,
     ) -> None:
         # (rate, window): roll a cut-over station back when more than `rate` of its last `window` comparisons
-        # diverged; None: the rule is off.
-        self.divergence_rule = divergence_rule
+        # diverged; None: the rule is off unless a group's rules (`cutover rules set`) turn it on.
+        rate, window = divergence_rule or (1.0, 50)
+        self.thresholds = rollback.GroupThresholds(
+            client, rollback.Thresholds(divergence_rate=rate, divergence_window=window)
+        )
         self._recent: dict[str, deque[bool]] = {}
         self._enrollment: dict[str, tuple[bool, float]] = {}
         self.client = client
@@ -213,12 +216,15 @@ class ShadowWorker:
 
     async def judge(self, station: str, diverged: bool) -> None:
         """The divergence-rate rollback rule: a cut-over station whose answers diverge too often goes back."""
-        if self.divergence_rule is None:
+        rules = await self.thresholds.of(station)
+        if not rules.enabled or rules.divergence_rate >= 1:
+            self._recent.pop(station, None)
             return
-        rate, window = self.divergence_rule
-        recent = self._recent.setdefault(station, deque(maxlen=window))
+        recent = self._recent.get(station)
+        if recent is None or recent.maxlen != rules.divergence_window:
+            recent = self._recent[station] = deque(maxlen=rules.divergence_window)
         recent.append(diverged)
-        if len(recent) == window and sum(recent) / window > rate:
+        if len(recent) == rules.divergence_window and sum(recent) / rules.divergence_window > rules.divergence_rate:
             recent.clear()
             if await routing.mode_of(self.client, station) == "cutover":
                 await rollback.roll_back(self.client, station, "divergence_rate", immediate=False)

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
 from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 from prometheus_client import REGISTRY
+from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidHandshake
 
 from peers.charger201 import Charger201
 from peers.legacy_csms import LegacyCsms, wait_for
-from proxy import routing
+from proxy import pki, rollback, routing
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import free_port
 from proxy.rollback import RollbackRules
-from proxy.security import AttemptLimiter
+from proxy.security import AttemptLimiter, UpstreamSecurity
 from tests.conftest import proxy_url, settings_for
 from tests.peers.native_csms import NativeCsms
 
@@ -126,3 +130,74 @@ async def test_callerror_rate_of_the_new_csms(
         await running.stop()
     assert fired("callerror_rate") == before + 1
     assert await rolled_back_by(redis_client, "RB03") == "rule:callerror_rate"
+
+
+@pytest.fixture
+async def native_wss(native: NativeCsms, tmp_path: Path) -> AsyncIterator[tuple[NativeCsms, Path]]:
+    """The test's native CSMS again, over wss with a certificate of its own dev CA (`tmp_path/ca.pem`)."""
+    pki.init_ca(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / pki.SERVER_CERT, tmp_path / pki.SERVER_KEY)
+    async with serve(native.serve, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"], ssl=context) as server:  # type: ignore[list-item]
+        native.url = f"wss://localhost:{server.sockets[0].getsockname()[1]}/native"
+        yield native, tmp_path / pki.CA_CERT
+
+
+async def test_tls_failures_with_the_new_csms(
+    legacy: LegacyCsms, native_wss: tuple[NativeCsms, Path], redis_url: str, redis_client: redis.Redis,
+    cut_over: None,
+) -> None:  # fmt: skip
+    native, ca = native_wss
+    before = fired("native_tls_failed")
+    trusting = await proxy_to(legacy, native.url, redis_url, RollbackRules(tls_failures=2))
+    trusting.proxy.native_tls = UpstreamSecurity(ca=ca).context()
+    charger = Charger201("RB01", proxy_url(trusting))
+    try:  # the new CSMS's certificate verifies: the station boots there and nothing fires
+        await charger.connect()
+        assert (await charger.boot())["status"] == "Accepted"
+        assert native.boots and "RB01" not in legacy.boots
+    finally:
+        await charger.close()
+        await trusting.stop()
+    assert fired("native_tls_failed") == before
+    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(tls_failures=2))  # system CAs only
+    running.proxy.admission.by_station = AttemptLimiter(100.0, 100)
+    charger = Charger201("RB01", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
+    try:
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError, InvalidHandshake):
+            await asyncio.wait_for(charger.connect(), 3)
+        await wait_for(lambda: "RB01" in legacy.boots, timeout=15)  # after two failed handshakes: the legacy
+    finally:
+        await asyncio.wait_for(charger.close(), 10)
+        await running.stop()
+    assert fired("native_tls_failed") == before + 1
+    assert await rolled_back_by(redis_client, "RB01") == "rule:native_tls_failed"
+    assert await routing.mode_of(redis_client, "RB01") == "legacy"
+
+
+async def test_a_group_rule_is_stricter_than_the_flags(
+    legacy: LegacyCsms, native: NativeCsms, redis_url: str, redis_client: redis.Redis, cut_over: None
+) -> None:
+    await redis_client.sadd(routing.group_key("canary"), "RB03")
+    await rollback.set_group_rules(redis_client, "canary", {"window": 2, "max_error_rate": 0.4})
+    before = fired("callerror_rate")
+    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(window=50, max_error_rate=0.9))
+    loose = Charger201("RB02", proxy_url(running))
+    strict = Charger201("RB03", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
+    try:
+        for charger in (loose, strict):
+            await charger.connect()
+            await charger.boot()
+        for _ in range(2):  # the flags' window (50) is far from full: RB02 stays
+            with pytest.raises(OCPPError):
+                await loose._call(call.DataTransfer(vendor_id="com.example"))
+        with contextlib.suppress(OCPPError, ConnectionError):  # the canary group's window of 2 is full
+            await strict._call(call.DataTransfer(vendor_id="com.example"))
+        await wait_for(lambda: "RB03" in legacy.boots, timeout=10)
+    finally:
+        for charger in (loose, strict):
+            await charger.close()
+        await running.stop()
+    assert fired("callerror_rate") == before + 1
+    assert await rolled_back_by(redis_client, "RB03") == "rule:callerror_rate"
+    assert await routing.mode_of(redis_client, "RB02") == "cutover"
