@@ -1,9 +1,10 @@
 """Per-station translation state in Redis, with an in-process copy for when Redis is away.
 
 `save()` is awaited before the frames that depend on a state change are sent (a restart or another
-proxy instance then continues the station where this one left off). When Redis is unavailable the write
-is deferred, counted and retried in the background, so charging goes on; the in-process copy serves a
-reconnecting station meanwhile.
+proxy instance then continues the station where this one left off). Saves made while a write is in
+flight go out together in the next one (one pipeline; a station saved twice meanwhile is written once,
+in its latest state). When Redis is unavailable the write is deferred, counted and retried in the
+background, so charging goes on; the in-process copy serves a reconnecting station meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 import redis.asyncio as redis
 
-from proxy import metrics
+from proxy import metrics, redis_batch
 from translators.state import DeviceModel, StationState
 
 log = logging.getLogger("cutover.state")
@@ -39,6 +40,9 @@ class StateStore:
         self._deferred: dict[str, StationState] = {}
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        # The next write: key → (the latest state packed, the saves waiting for it).
+        self._batch: dict[str, tuple[bytes, list[asyncio.Future[None]]]] = {}
+        self._writer: asyncio.Task[None] | None = None
 
     async def load(self, station_id: str) -> StationState:
         """The station's last saved state (Redis first, then this process's copy), or a fresh one."""
@@ -90,7 +94,7 @@ class StateStore:
             self._defer(state)
             return
         try:
-            await asyncio.wait_for(self.client.set(state_key(state.station_id), state.dumps()), SAVE_TIMEOUT)
+            await self._write(state_key(state.station_id), state.dumps())
         except (redis.RedisError, OSError, TimeoutError) as exc:
             log.warning(
                 "state_save_failed station_id=%s error=%r; kept in memory, retrying", state.station_id, exc
@@ -99,6 +103,42 @@ class StateStore:
             self._defer(state)
         else:
             self._deferred.pop(state.station_id, None)
+
+    def _write(self, key: str, packed: bytes) -> asyncio.Future[None]:
+        """A future that resolves once `packed` (or a later state of the same key) is in Redis."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._batch.get(key)
+        self._batch[key] = (packed, [*waiting[1], written] if waiting else [written])
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="state-writer")
+        return written
+
+    async def _write_batches(self) -> None:
+        assert self.client is not None
+        while self._batch:
+            batch, self._batch = self._batch, {}
+            try:
+                if redis_batch.is_plain(self.client):
+                    commands = [redis_batch.pack(b"SET", key.encode(), packed) for key, (packed, _) in batch.items()]
+                    await redis_batch.execute(self.client, commands, SAVE_TIMEOUT)
+                else:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for key, (packed, _) in batch.items():
+                            pipe.set(key, packed)
+                        await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT)
+            except BaseException as exc:
+                failure = exc if isinstance(exc, Exception) else ConnectionError("state store closing")
+                for _, waiting in batch.values():
+                    for written in waiting:
+                        if not written.done():
+                            written.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, waiting in batch.values():
+                for written in waiting:
+                    if not written.done():
+                        written.set_result(None)
 
     def _defer(self, state: StationState) -> None:
         metrics.STATE_PERSIST_FAILURES.inc()
@@ -123,5 +163,6 @@ class StateStore:
         log.info("state_store_recovered")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._writer):
+            if task is not None:
+                task.cancel()

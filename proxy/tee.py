@@ -17,11 +17,13 @@ from typing import Any
 import msgpack
 import redis.asyncio as redis
 
-from proxy import metrics
+from proxy import metrics, redis_batch
 
 log = logging.getLogger("cutover.tee")
 
 ENVELOPE_VERSION = 1
+WRITE_TIMEOUT = 2.0
+_PACKER = msgpack.Packer(use_bin_type=True)  # one for the process: `packb` builds a Packer per call
 STREAM_PREFIX = "cutover:tee:"
 
 
@@ -34,7 +36,7 @@ def stream_key(station_id: str, shards: int) -> str:
 def envelope(
     station_id: str, connection_id: str, seq: int, leg: str, direction: str, subprotocol: str, frame: bytes
 ) -> bytes:
-    return msgpack.packb(
+    return _PACKER.pack(
         {
             "v": ENVELOPE_VERSION,
             "station": station_id,
@@ -45,8 +47,7 @@ def envelope(
             "proto": subprotocol,
             "t_ns": time.time_ns(),
             "frame": frame,
-        },
-        use_bin_type=True,
+        }
     )
 
 
@@ -128,10 +129,7 @@ class Tee:
             batch = [self._queue.popleft() for _ in range(count)]
             metrics.TEE_QUEUE_DEPTH.set(len(self._queue))
             try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for key, packed in batch:
-                        pipe.xadd(key, {"e": packed}, maxlen=self.stream_maxlen, approximate=True)
-                    await asyncio.wait_for(pipe.execute(), timeout=2.0)
+                await self._write(batch)
             except (redis.RedisError, OSError, TimeoutError) as exc:
                 self._drop("redis_unavailable", len(batch))
                 log.warning(
@@ -148,6 +146,21 @@ class Tee:
             self.written += len(batch)
             metrics.TEE_FRAMES.inc(len(batch))
         metrics.TEE_QUEUE_DEPTH.set(0)
+
+    async def _write(self, batch: list[tuple[str, bytes]]) -> None:
+        assert self.client is not None
+        if redis_batch.is_plain(self.client):
+            maxlen = str(self.stream_maxlen).encode()
+            commands = [
+                redis_batch.pack(b"XADD", key.encode(), b"MAXLEN", b"~", maxlen, b"*", b"e", packed)
+                for key, packed in batch
+            ]
+            await redis_batch.execute(self.client, commands, WRITE_TIMEOUT)
+            return
+        async with self.client.pipeline(transaction=False) as pipe:  # Redis Cluster: its pipeline routes by slot
+            for key, packed in batch:
+                pipe.xadd(key, {"e": packed}, maxlen=self.stream_maxlen, approximate=True)
+            await asyncio.wait_for(pipe.execute(), timeout=WRITE_TIMEOUT)
 
     async def _flush_forever(self) -> None:
         while not self._stopping:

@@ -19,6 +19,7 @@ MAX_BUFFERED_METER_VALUES = 32
 MAX_PENDING_REMOTE_STARTS = 16
 MAX_RECENTLY_ENDED = 16
 MAX_PENDING_REQUESTS = 32
+_PACKER = msgpack.Packer(use_bin_type=True)  # reused: `packb` builds a Packer per call
 
 
 @dataclass
@@ -179,9 +180,13 @@ class StationState:
 
     # -- serialisation ---------------------------------------------------------------------------
     def dumps(self) -> bytes:
-        data = asdict(self)
+        """The state as msgpack, written on every change: packed straight from the objects' own dicts
+        (`dataclasses.asdict` deep-copies everything first, and cost ten times more)."""
+        data = dict(vars(self))
+        data["transactions"] = {key: vars(tx) for key, tx in self.transactions.items()}
+        data["remote_starts"] = {key: vars(remote) for key, remote in self.remote_starts.items()}
         data["v"] = STATE_VERSION
-        return msgpack.packb(data, use_bin_type=True)
+        return _PACKER.pack(data)
 
     @classmethod
     def loads(cls, raw: bytes) -> StationState:
