@@ -68,6 +68,10 @@ class PeerTimeout(PeerError):
     pass
 
 
+class PeerRefused(PeerError):
+    """The other leg answered with a CALLERROR: it did not act on the CALL."""
+
+
 @dataclass
 class TranslationConfig:
     call_timeout: float = 30.0
@@ -137,6 +141,10 @@ class Context:
 
     def lossy(self, action: str, detail: str) -> None:
         self.events.append(Event("lossy", "", action, detail))
+
+    def uncertain(self, action: str, detail: str) -> None:
+        """A CALL sent again although the legacy may have acted on the first one: the operator must know."""
+        self.events.append(Event("uncertain", LEGACY, action, detail))
 
 
 Handler = Callable[[Context, dict[str, Any]], Generator[Request, Any, dict[str, Any]]]
@@ -301,7 +309,7 @@ class Bridge:
         peer = "legacy CSMS" if leg.name == LEGACY else "charger"
         if isinstance(message, CallError):
             out.events.append(Event("call_error", leg.name, pending.action, message.code, seconds))
-            error = PeerError(
+            error: PeerError = PeerRefused(
                 message.code, f"{peer} answered {pending.action} with {message.code}: {message.description}"
             )
             self._advance(pending.job, now, out, throw=error)

@@ -43,6 +43,9 @@ class Transaction:
     buffered_meter_values: list[dict[str, Any]] = field(default_factory=list)
     # The 1.6 stop reason the proxy itself caused (UnlockCommand: it stopped the transaction to unlock).
     stop_reason_16: str | None = None
+    # StartTransaction CALLs sent whose answer was not recorded yet: more than one means the legacy may hold
+    # the transaction twice (an answer lost with a proxy that died, or a timeout, before it was persisted).
+    start_requests: int = 0
 
     @property
     def started_at_legacy(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from translators.authorization import to_id_tag, to_id_token, to_id_token_info
 from translators.availability import flat_connector, status_changes
-from translators.bridge import Context, Disposition, Request
+from translators.bridge import Context, Disposition, PeerRefused, Request
 from translators.meter_values import METER_VALUE_RULES, UNITS_16_STOP_TRANSACTION, register_wh, to_meter_values_16
 from translators.rpc import OccurrenceConstraintViolation, PropertyConstraintViolation
 from translators.smart_charging import to_charging_profile_201
@@ -162,7 +162,22 @@ def start_at_legacy(ctx: Context, tx: Transaction) -> Generator[Request, Any, No
     }
     if tx.reservation_id is not None:
         request["reservationId"] = tx.reservation_id
-    answer = yield Request("StartTransaction", request)
+    if tx.start_requests:
+        # OCPP 1.6 has no way to ask whether a transaction exists: the earlier StartTransaction's answer was
+        # never recorded, so the legacy may now open this transaction a second time.
+        ctx.uncertain(
+            "StartTransaction",
+            f"transaction {tx.transaction_id} on connector {tx.connector_id} (idTag {tx.id_tag}): StartTransaction "
+            f"sent again after {tx.start_requests} unanswered; the legacy may hold it twice",
+        )
+    tx.start_requests += 1
+    ctx.touch()  # persisted before the StartTransaction is sent
+    try:
+        answer = yield Request("StartTransaction", request)
+    except PeerRefused:
+        tx.start_requests -= 1  # a CALLERROR: the legacy holds no transaction (a timeout leaves it uncertain)
+        raise
+    tx.start_requests = 0
     buffered = tx.buffered_meter_values
     ctx.state.on_transaction_started(tx, answer["transactionId"], answer["idTagInfo"])
     ctx.touch()

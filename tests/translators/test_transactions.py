@@ -70,3 +70,40 @@ def test_an_event_interrupted_by_a_restart_is_translated_again() -> None:
         "StopTransaction", "StatusNotification",
     ]  # fmt: skip
     assert legacy_calls(restarted(third), ended, {}) == []  # a retransmitted Ended after the stop
+
+
+def start_sent(bridge: Bridge, message_id: str) -> tuple[list[str], list[Any]]:
+    """Deliver the Started event; the legacy CALLs it caused and the events of the outcome."""
+    outcome = bridge.receive("charger", event(message_id, 0, "Started", evse={"id": 1}, idToken=TOKEN), 0)
+    return [orjson.loads(f)[2] for f in outcome.to_legacy], outcome.events
+
+
+def test_a_start_whose_answer_was_lost_is_sent_again_and_flagged() -> None:
+    first = new_bridge()
+    actions, events = start_sent(first, "c1")  # the proxy dies before the legacy's answer is persisted
+    assert actions == ["StartTransaction"] and not [e for e in events if e.kind == "uncertain"]
+    assert first.state.transactions["tx-r"].start_requests == 1  # persisted before the CALL went out
+    second = restarted(first)
+    actions, events = start_sent(second, "c1")  # the charger retransmits the unanswered event
+    assert actions == ["StartTransaction"]
+    (flag,) = [e for e in events if e.kind == "uncertain"]
+    assert flag.action == "StartTransaction" and "tx-r" in flag.detail and "may hold it twice" in flag.detail
+    outcome = second.receive("legacy", orjson.dumps([3, "p1", START]), 0)
+    assert second.state.transactions["tx-r"].start_requests == 0 and outcome.state_changed
+
+
+def test_a_start_the_legacy_refused_is_not_flagged_when_sent_again() -> None:
+    bridge = new_bridge()
+    start_sent(bridge, "c1")
+    bridge.receive("legacy", orjson.dumps([4, "p1", "InternalError", "busy", {}]), 0)
+    assert bridge.state.transactions["tx-r"].start_requests == 0
+    actions, events = start_sent(bridge, "c2")
+    assert actions == ["StartTransaction"] and not [e for e in events if e.kind == "uncertain"]
+
+
+def test_a_start_that_timed_out_is_flagged_when_sent_again() -> None:
+    bridge = new_bridge()
+    start_sent(bridge, "c1")
+    bridge.expire(bridge.config.call_timeout + 1)  # no answer: the legacy may or may not have it
+    actions, events = start_sent(bridge, "c2")
+    assert actions == ["StartTransaction"] and [e.kind for e in events].count("uncertain") == 1
