@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import redis.asyncio as redis
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy import rollback, routing
+from proxy import metrics, rollback, routing
 from shadow import records
 from shadow.cli import since_value
 
@@ -92,7 +92,7 @@ def make_app(
         return await handler(request)
 
     async def metrics_handler(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(REGISTRY))
+        response = web.Response(body=generate_latest(metrics.registry()))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         response.charset = "utf-8"
         return response

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from proxy import redis_client as redis_clients
 from proxy.admin import AdminServer
 from proxy.server import OCPP16, OCPP201, Proxy, ProxySettings
 from proxy.state_store import StateStore
@@ -17,18 +17,10 @@ from proxy.tee import Tee
 log = logging.getLogger("cutover")
 
 
-# Connections per client: stations share them, and a caller waits for a free one rather than failing
-# (the plain pool raises once its connections are all in use, as a benchmark with 100 chargers showed).
-POOL_SIZE = 32
-
-
 def redis_client(url: str) -> redis.Redis:
-    """A client that fails fast on an outage (no retries, short timeouts): callers decide what it means."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=1.0, socket_connect_timeout=0.25, socket_timeout=1.0,
-        retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-    )  # fmt: skip
-    return redis.Redis(connection_pool=pool)
+    """A client that fails fast on an outage (no retries, short timeouts): callers decide what it means.
+    A `redis+cluster://` URL gives a Redis Cluster client."""
+    return redis_clients.connect(url, fail_fast=True)
 
 
 @dataclass
@@ -48,6 +40,7 @@ class RunningProxy:
             "stations": by_protocol,
             "tee_written": self.tee.written,
             "tee_dropped": self.tee.dropped,
+            "tasks": len(asyncio.all_tasks()),  # the soak benchmark watches it for per-session leaks
         }
 
     async def stop(self) -> None:
@@ -67,6 +60,8 @@ async def start_proxy(
     admin_listen: tuple[str, int] | None,
     admin_token: str | None = None,
     metrics_listen: tuple[str, int] | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> RunningProxy:
     clients = [redis_client(redis_url), redis_client(redis_url)] if redis_url else []
     tee = Tee(clients[0] if clients else None)
@@ -74,7 +69,7 @@ async def start_proxy(
     proxy = Proxy(settings, store, tee)
     running = RunningProxy(proxy, tee, store, None, clients)
     tee.start()
-    await proxy.start()
+    await proxy.start(reuse_port=reuse_port)
     if admin_listen is not None:
         running.admin = AdminServer(
             admin_listen[0],

@@ -183,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     proxy = commands.add_parser("proxy", help="run the proxy in front of a legacy OCPP 1.6 CSMS")
     add_proxy_flags(proxy, listen="0.0.0.0:9000", admin="0.0.0.0:9400", log_level="INFO", profile=1)
     config.add(
+        proxy, "--workers", config.positive_int, 1,
+        "proxy processes sharing the listen port (SO_REUSEPORT); worker 0 serves the admin listener and the "
+        "metrics of all",
+    )  # fmt: skip
+    config.add(
         proxy,
         "--legacy-url",
         config.ws_url,
@@ -276,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if values["log_level"] != "DEBUG":
         logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per socket is noise at INFO
+    if args.command == "proxy" and values["workers"] > 1:
+        from proxy.workers import run_workers
+
+        return run_workers(values, values["workers"])
     if args.command == "proxy":
         return run(serve_proxy(values))
     from peers.demo import run_demo
@@ -293,37 +302,51 @@ def run(main_coroutine: Any) -> int:
     return 130
 
 
-async def wait_for_signal() -> None:
+async def wait_for_signal(parent: int | None = None) -> None:
+    """Until SIGINT or SIGTERM; or, for a worker of `--workers`, until its parent is gone."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    while parent is not None and os.getppid() == parent:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+            return
+    if parent is not None:
+        logging.getLogger("cutover").error("proxy_worker_orphaned parent=%d; stopping", parent)
+        return
     await stop.wait()
 
 
 def reload_tls(running: Any) -> None:
     """SIGHUP: new handshakes use the re-read certificate, key, CA and CRL; live sessions keep theirs."""
+    if running.proxy.tls is None:  # a worker of --workers without TLS: its parent passes every SIGHUP on
+        logging.getLogger("cutover").info("sighup_ignored: the listener has no TLS to reload")
+        return
     try:
         running.proxy.tls.reload()
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         logging.getLogger("cutover").error("tls_reload_failed error=%r; still serving the previous material", exc)
 
 
-async def serve_proxy(values: dict[str, Any]) -> int:
+async def serve_proxy(values: dict[str, Any], worker: int | None = None, parent: int | None = None) -> int:
+    """Run the proxy until a signal; as worker `worker` of `--workers` (started by process `parent`) it shares
+    the listen port, and only worker 0 serves the admin and metrics listeners."""
     from proxy.app import start_proxy
     from proxy.redis_embedded import redis_or_embedded
 
+    admin = worker is None or worker == 0
     with redis_or_embedded(values["redis_url"]) as (redis_url, embedded):
         if embedded:
             logging.getLogger("cutover").info("embedded_redis url=%s (no persistence)", redis_url)
         running = await start_proxy(
-            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"], admin_token(values),
-            values["metrics_listen"],
+            proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"] if admin else None,
+            admin_token(values), values["metrics_listen"] if admin else None, reuse_port=worker is not None,
         )  # fmt: skip
-        if running.proxy.tls is not None:
+        if running.proxy.tls is not None or worker is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_tls, running)
         try:
-            await wait_for_signal()
+            await wait_for_signal(parent)
         finally:
             await running.stop()
     return 0

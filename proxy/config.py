@@ -32,8 +32,10 @@ def ws_url(text: str) -> str:
 
 
 def redis_url(text: str) -> str:
-    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise ValueError(
+            "must be a redis://, rediss:// or unix:// URL, or redis+cluster://HOST:PORT for a Redis Cluster"
+        )
     return text
 
 

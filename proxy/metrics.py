@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from typing import Final
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+# With `cutover proxy --workers N` every worker writes its metrics under PROMETHEUS_MULTIPROC_DIR and /metrics
+# shows their sum: a gauge counts the live workers only (a dead worker's stations are gone with it).
+LIVE_SUM: Final = "livesum"
 
 CONNECTED_STATIONS = Gauge(
     "cutover_connected_stations",
     "Stations connected to this proxy, by negotiated subprotocol",
     ["subprotocol"],
+    multiprocess_mode=LIVE_SUM,
 )
 FRAMES = Counter(
     "cutover_frames_total",
@@ -43,7 +51,7 @@ TEE_FRAMES = Counter("cutover_tee_frames_total", "Frames written to the Redis te
 TEE_DROPPED = Counter(
     "cutover_tee_dropped_frames_total", "Frames the tee dropped (queue full or Redis unavailable)", ["reason"]
 )
-TEE_QUEUE_DEPTH = Gauge("cutover_tee_queue_depth", "Frames waiting in the tee queue")
+TEE_QUEUE_DEPTH = Gauge("cutover_tee_queue_depth", "Frames waiting in the tee queue", multiprocess_mode=LIVE_SUM)
 STATE_PERSIST_FAILURES = Counter(
     "cutover_state_persist_failures_total", "Station state writes to Redis that failed or were deferred"
 )
@@ -52,6 +60,12 @@ TRANSACTIONS = Counter(
 )
 AUTH_FAILURES = Counter(
     "cutover_auth_failures_total", "Charger connections refused at the handshake, by reason", ["reason"]
+)
+UNCERTAIN_CALLS = Counter(
+    "cutover_uncertain_calls_total",
+    "CALLs sent to the legacy again although it may have acted on the first (a StartTransaction whose answer was "
+    "lost): the legacy may hold a duplicate; each is a divergence record",
+    ["action"],
 )
 MISSED_PONGS = Counter(
     "cutover_missed_pongs_total", "Charger connections closed because the charger stopped answering WebSocket pings"
@@ -62,12 +76,27 @@ TLS_HANDSHAKES = Counter(
     ["stage"],
 )
 STATIONS_BY_MODE = Gauge(
-    "cutover_stations_by_mode", "Stations connected to this proxy by routing mode (1.6 ones count as legacy)", ["mode"]
+    "cutover_stations_by_mode",
+    "Stations connected to this proxy by routing mode (1.6 ones count as legacy)",
+    ["mode"],
+    multiprocess_mode=LIVE_SUM,
 )
 PENDING_SWITCHES = Gauge(
-    "cutover_pending_switches", "Connected stations with a switch waiting for their transactions to end"
+    "cutover_pending_switches",
+    "Connected stations with a switch waiting for their transactions to end",
+    multiprocess_mode=LIVE_SUM,
 )
 SWITCHES_APPLIED = Counter(
     "cutover_switches_applied_total", "Stations this proxy moved to another target (closing their socket)", ["to"]
 )
 ROLLBACKS = Counter("cutover_rollbacks_total", "Stations moved back to legacy by an automatic rule", ["rule"])
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics shows: this process's metrics, or under `--workers` the sum over every worker."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return REGISTRY
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined, path=directory)
+    return combined

@@ -113,7 +113,7 @@ def command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     1 if Redis cannot be written."""
     import redis
 
-    from proxy import config
+    from proxy import config, redis_client
     from proxy.pki import PkiError, check_station_id
 
     try:
@@ -129,7 +129,7 @@ def command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
         print(f"cutover passwords set: {exc}", file=sys.stderr)
         return 2
     key = password_key(args.station_id)
-    client = redis.Redis.from_url(values["redis_url"])
+    client = redis_client.connect_sync(values["redis_url"])
     try:
         client.set(key, stored)
     except (redis.RedisError, OSError) as exc:

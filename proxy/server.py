@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from proxy import metrics, rollback, routing
+from proxy import metrics, redis_batch, redis_client, rollback, routing
 from proxy.rollback import RollbackRules
 from proxy.security import (
     Admission,
@@ -55,12 +55,15 @@ SUPPORTED_SUBPROTOCOLS = (OCPP201, OCPP16)  # in order of preference
 # OCPP 2.0.1 Part 4 §3.1.1 / OCPP-J 1.6 §3.1.1: the identity is an identifierString of at most 48 characters.
 STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
 STOP_TIMEOUT = 5.0
+CONTROL_TIMEOUT = 1.0  # control-plane bookkeeping in Redis (never on the live path)
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
 REFUSAL_TEXT = {401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later"}
 # Charger CALLs the control plane reads (model and firmware; open transactions for drain-then-switch).
 WATCHED_ACTIONS = frozenset({"BootNotification", "TransactionEvent"})
 MESSAGE_TYPES = {ord("2"): "call", ord("3"): "result", ord("4"): "error"}
+# cutover_frames_total's children by label values (a bounded set): `labels()` costs more than the count.
+FRAME_COUNTERS: dict[tuple[str, str, str, str], Any] = {}
 CALL_ACTION = re.compile(rb'\[\s*2\s*,\s*"(?:[^"\\]|\\.){0,36}"\s*,\s*"([A-Za-z0-9]{1,40})"')
 
 
@@ -169,7 +172,8 @@ class Proxy:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Listen; with `reuse_port` (SO_REUSEPORT) beside the other workers of `--workers` on the same port."""
         self._server = await serve(
             self._handle,
             self.settings.listen_host,
@@ -185,6 +189,7 @@ class Proxy:
             open_timeout=self.settings.handshake_timeout,
             ssl=self.tls.front if self.tls is not None else None,
             ssl_handshake_timeout=self.settings.handshake_timeout if self.tls is not None else None,
+            reuse_port=reuse_port,
         )
         log.info(
             "proxy_listening host=%s port=%d legacy_url=%s",
@@ -200,9 +205,9 @@ class Proxy:
         assert self.store.client is not None
         last_reconcile = time.monotonic()
         while not self._stopping.is_set():
-            pubsub = self.store.client.pubsub()
+            pubsub = None
             try:
-                await pubsub.subscribe(routing.CHANNEL)
+                pubsub = await redis_client.subscribe(self.store.client, routing.CHANNEL)
                 # redis-py's get_message swallows cancellation: the loop ends on `_stopping` instead.
                 while not self._stopping.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
@@ -216,8 +221,9 @@ class Proxy:
                 log.warning("switch_channel_lost error=%r; retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def _apply_mode(self, station_id: str) -> None:
         session = self.sessions.get(station_id)
@@ -360,7 +366,8 @@ class Session:
         self.charger_authorization = charger.request.headers.get("Authorization") if charger.request else None
         self.engine: Bridge | Passthrough | None = None
         self._lock = asyncio.Lock()
-        self._deadline_changed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None  # the engine's next deadline (a CALL's timeout)
+        self._armed: float | None = None
         self._seq = itertools.count()
 
     async def run(self) -> None:
@@ -432,7 +439,6 @@ class Session:
         tasks = [
             asyncio.create_task(self._read(CHARGER), name=f"{self.station_id}-charger"),
             asyncio.create_task(self._read(LEGACY), name=f"{self.station_id}-legacy"),
-            asyncio.create_task(self._expire_forever(), name=f"{self.station_id}-timer"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -440,6 +446,8 @@ class Session:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._timer is not None:
+                self._timer.cancel()
         ended_by = CHARGER if tasks[0] in done else LEGACY
         close_sent = self.charger.protocol.close_sent
         if close_sent is not None and close_sent.reason == "keepalive ping timeout":
@@ -490,21 +498,25 @@ class Session:
         except websockets.ConnectionClosed:
             pass
 
-    async def _expire_forever(self) -> None:
+    def _arm_timer(self) -> None:
+        """Wake up at the engine's next deadline; re-armed only when that deadline changed."""
         engine = self.engine
-        if not isinstance(engine, Bridge):
-            await asyncio.Event().wait()  # a passthrough has no timers: wait to be cancelled
+        deadline = engine.next_deadline() if isinstance(engine, Bridge) else None
+        if deadline == self._armed:
             return
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = engine.next_deadline()
-            timeout = None if deadline is None else max(deadline - loop.time(), 0)
-            try:
-                await asyncio.wait_for(self._deadline_changed.wait(), timeout)
-            except TimeoutError:
-                async with self._lock:
-                    await self._apply(engine.expire(loop.time()))
-            self._deadline_changed.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = deadline
+        self._timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, self._deadline)
+
+    def _deadline(self) -> None:
+        self._timer = self._armed = None
+        self._in_background(self._expire())
+
+    async def _expire(self) -> None:
+        assert isinstance(self.engine, Bridge)
+        async with self._lock:
+            await self._apply(self.engine.expire(asyncio.get_running_loop().time()))
 
     async def _apply(self, outcome: Outcome) -> None:
         if outcome.state_changed and isinstance(self.engine, Bridge):
@@ -521,7 +533,12 @@ class Session:
                     log.info("send_on_closed_socket station_id=%s leg=%s", self.station_id, leg)
         for event in outcome.events:
             record(event)
-        self._deadline_changed.set()
+            if event.kind == "uncertain":  # the shadow records it as a divergence the operator can query
+                self.proxy.tee.offer(
+                    self.station_id, self.connection_id, next(self._seq), CHARGER, "event", self.subprotocol,
+                    orjson.dumps(["uncertain", event.action, event.detail]),
+                )  # fmt: skip
+        self._arm_timer()
 
     def _count_and_tee(self, leg: LegName, direction: str, frame: bytes) -> None:
         message_type = MESSAGE_TYPES.get(frame[1] if len(frame) > 1 else 0, "invalid")
@@ -532,7 +549,11 @@ class Session:
             if action not in self.proxy.known_actions:
                 action = "other"  # bounded label values: only actions of the OCPP versions spoken here
         tee_leg = leg if leg == CHARGER else self.upstream_leg
-        metrics.FRAMES.labels(tee_leg, direction, message_type, action).inc()
+        labels = (tee_leg, direction, message_type, action)
+        counter = FRAME_COUNTERS.get(labels)
+        if counter is None:
+            counter = FRAME_COUNTERS[labels] = metrics.FRAMES.labels(*labels)
+        counter.inc()
         protocol = self.subprotocol if leg == CHARGER or self.upstream_leg == "native" else OCPP16
         self.proxy.tee.offer(
             self.station_id, self.connection_id, next(self._seq), tee_leg, direction, protocol, frame
@@ -627,14 +648,23 @@ class Session:
 
     async def _transactions_changed(self, active: int) -> None:
         """Publish the count; at zero, a pending switch of this station takes effect (drain then switch)."""
-        await self._set_info({"active_transactions": active})
         client = self.proxy.store.client
-        if active == 0 and client is not None:
-            try:
-                if await routing.on_idle(client, self.station_id) is not None:
-                    await self.proxy._apply_mode(self.station_id)
-            except (OSError, redis_exceptions.RedisError) as exc:
-                log.warning("pending_switch_failed station_id=%s error=%r", self.station_id, exc)
+        assert client is not None
+        station_key, route_key = routing.station_key(self.station_id), routing.route_key(self.station_id)
+        try:
+            if redis_batch.is_plain(client):  # one round trip, packed: this runs twice per charging session
+                commands = [redis_batch.pack(b"HSET", station_key.encode(), b"active_transactions", b"%d" % active)]
+                if active == 0:
+                    commands.append(redis_batch.pack(b"HEXISTS", route_key.encode(), b"pending"))
+                replies = await redis_batch.execute(client, commands, CONTROL_TIMEOUT)
+                pending = active == 0 and bool(replies[1])
+            else:
+                await client.hset(station_key, "active_transactions", active)
+                pending = active == 0 and bool(await client.hexists(route_key, "pending"))
+            if pending and await routing.on_idle(client, self.station_id) is not None:
+                await self.proxy._apply_mode(self.station_id)
+        except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+            log.warning("transactions_count_failed station_id=%s active=%d error=%r", self.station_id, active, exc)
 
 
 def record(event: Any) -> None:
@@ -645,6 +675,10 @@ def record(event: Any) -> None:
         metrics.CALL_TIMEOUTS.labels(event.leg, event.action).inc()
     elif event.kind in ("translation_error", "refused", "bad_frame", "invalid_response"):
         metrics.TRANSLATION_ERRORS.labels(event.action or "-", event.detail).inc()
+    elif event.kind == "uncertain":
+        metrics.UNCERTAIN_CALLS.labels(event.action).inc()
+        log.warning("legacy_may_hold_duplicate action=%s detail=%s; check the legacy CSMS and close the duplicate",
+                    event.action, event.detail)  # fmt: skip
     elif event.kind == "lossy":
         metrics.LOSSY_TRANSLATIONS.labels(event.action).inc()
         log.info("translation_lossy action=%s detail=%s", event.action, event.detail)

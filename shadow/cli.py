@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from proxy import config
+from proxy import config, redis_client
 
 log = logging.getLogger("cutover.shadow")
 
@@ -75,7 +75,7 @@ async def run_shadow(values: dict[str, Any]) -> int:
     from shadow.replay import ReplayBackend, log_exchange, redis_device_models
     from shadow.worker import ShadowWorker
 
-    client = redis.Redis.from_url(values["redis_url"])
+    client = redis_client.connect(values["redis_url"])
     tokens: set[str] = set(values["tokens"])
 
     async def refresh_tokens() -> None:
@@ -136,7 +136,7 @@ async def run_shadow(values: dict[str, Any]) -> int:
 async def list_divergences(values: dict[str, Any], output_format: str) -> int:
     from shadow import records
 
-    client = redis.Redis.from_url(values["redis_url"])
+    client = redis_client.connect(values["redis_url"])
     try:
         found, _ = await records.query(
             client,

@@ -122,6 +122,8 @@ class ShardProcessor:
         if envelope["dir"] == "event":  # something the proxy observed on the charger leg, not a frame
             if frame == ["missed_pong"]:
                 step.violations = self.lint.on_missed_pong(envelope["station"], envelope["proto"])
+            elif isinstance(frame, list) and len(frame) == 3 and frame[0] == "uncertain":
+                step.comparisons.append(self.uncertain(entry_id, envelope, frame[1], frame[2]))
             step.acks.append(entry_id)
             return step
         if not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[1], str):
@@ -167,6 +169,14 @@ class ShardProcessor:
         except OcppError as error:
             return Answer(error=error.code_for("2.0.1"), description=error.description)
         return await self.backend.answer(station, action, payload, iso(envelope["t_ns"]))
+
+    @staticmethod
+    def uncertain(entry_id: str, envelope: dict[str, Any], action: str, detail: str) -> Comparison:
+        """A CALL the proxy had to send the legacy again (its first answer was lost): a possible duplicate."""
+        comparison_id = f"{envelope['conn']}:uncertain:{entry_id}"
+        record = Record(envelope["station"], action, "possible_duplicate", "", detail, None, comparison_id,
+                        envelope["t_ns"] / 1e9)  # fmt: skip
+        return Comparison(comparison_id, envelope["station"], action, [record])
 
     @staticmethod
     def records(call: PendingCall, action: str, comparison_id: str, found: list[Divergence]) -> list[Record]:

@@ -10,11 +10,12 @@ from typing import Any
 import msgpack
 import redis.asyncio as redis
 
-STREAM = "cutover:divergences"
+# One hash tag for the keys a comparison writes in one MULTI, so they share a Redis Cluster slot.
+STREAM = "cutover:{divergences}"
 STREAM_MAXLEN = 100_000
-BY_STATION = "cutover:divergences:station:"  # + station id: hash kind → count
-BY_ACTION = "cutover:divergences:action"  # hash "action|kind" → count
-COMPARISONS = "cutover:shadow:comparisons"  # hash action → comparisons made
+BY_STATION = "cutover:{divergences}:station:"  # + station id: hash kind → count
+BY_ACTION = "cutover:{divergences}:action"  # hash "action|kind" → count
+COMPARISONS = "cutover:{divergences}:comparisons"  # hash action → comparisons made
 DONE = "cutover:shadow:done:"  # + comparison id: marker, so a redelivered comparison is not counted twice
 DONE_TTL_SECONDS = 7 * 24 * 3600
 

@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from proxy import rollback, routing
+from proxy.redis_client import is_cluster_client
 from proxy.tee import STREAM_PREFIX, unpack
 from shadow import metrics, records
 from shadow.processor import ShadowBackend, ShardProcessor, Step
@@ -176,7 +177,14 @@ class ShadowWorker:
             await asyncio.sleep(READ_BLOCK_MS / 1000)
             return
         streams: Any = {self.key(shard): ">" for shard in self.owned}
-        replies: Any = await self.client.xreadgroup(GROUP, self.name, streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        replies: Any
+        if is_cluster_client(self.client):
+            # Redis Cluster: one XREADGROUP names the streams of one slot, and each shard has its own slot.
+            read = [self.client.xreadgroup(GROUP, self.name, {key: ">"}, count=READ_COUNT, block=READ_BLOCK_MS)
+                    for key in streams]  # fmt: skip
+            replies = [reply for replied in await asyncio.gather(*read) for reply in replied or []]
+        else:
+            replies = await self.client.xreadgroup(GROUP, self.name, streams, count=READ_COUNT, block=READ_BLOCK_MS)
         for stream, entries in replies or []:
             shard = int(stream.decode().rsplit("{", 1)[1].rstrip("}"))
             for entry_id, fields in entries:

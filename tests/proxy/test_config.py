@@ -24,6 +24,14 @@ def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch)
     assert values["call_timeout"] == 12.5
     assert values["listen"] == ("127.0.0.1", 9002)  # the flag wins
     assert values["redis_url"] is None
+    assert values["workers"] == 1
+
+
+def test_workers_and_a_redis_cluster_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUTOVER_WORKERS", "4")
+    values = resolve(["proxy", "--redis-url", "redis+cluster://10.0.0.1:7000"])
+    assert values["workers"] == 4 and values["redis_url"] == "redis+cluster://10.0.0.1:7000"
+    assert resolve(["shadow", "--redis-url", "rediss+cluster://r:6379"])["redis_url"] == "rediss+cluster://r:6379"
 
 
 @pytest.mark.parametrize(
@@ -50,6 +58,7 @@ def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch)
             {},
             "--redis-url: 'localhost:6379' must be a redis://",
         ),
+        (["proxy", "--legacy-url", "ws://c/o"], {"CUTOVER_WORKERS": "0"}, "CUTOVER_WORKERS: '0' must be a whole"),
     ],
 )
 def test_bad_values_name_the_setting(

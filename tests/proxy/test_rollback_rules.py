@@ -111,7 +111,8 @@ async def test_the_rules_command(redis_url: str, redis_client: redis.Redis) -> N
     assert nothing.returncode == 2 and "give at least one threshold (--unreachable-seconds" in nothing.stdout
     unnamed = cutover("rules", "set", redis_url=redis_url)
     assert unnamed.returncode == 2 and "name the group" in unnamed.stdout
-    assert (await rollback.group_rules(redis_client)) == {"beta": {"max_error_rate": 0.1, "window": 10, "enabled": True}}
+    expected = {"beta": {"max_error_rate": 0.1, "window": 10, "enabled": True}}
+    assert (await rollback.group_rules(redis_client)) == expected
     assert cutover("rules", "clear", "beta", redis_url=redis_url).returncode == 0
     again = cutover("rules", "clear", "beta", redis_url=redis_url)
     assert again.returncode == 2 and "no rules of its own" in again.stdout

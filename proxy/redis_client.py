@@ -1,0 +1,93 @@
+"""Redis clients from a URL: a single Redis (`redis://`, `rediss://`, `unix://`) or a Redis Cluster
+(`redis+cluster://HOST:PORT`, `rediss+cluster://HOST:PORT`: any one node; the client discovers the others).
+
+A cluster client is handed out typed as `redis.asyncio.Redis`: redis-py's `RedisCluster` speaks the same
+commands and pipelines, and every multi-key operation of ocpp-cutover stays within one hash slot (its keys
+are hash-tagged: `cutover:tee:{N}`, `cutover:state:{station}`, `cutover:{divergences}:...`), so callers need
+not know which one they hold. What differs: one XREADGROUP cannot name streams of several slots (callers ask
+`is_cluster_client`), and pub/sub goes through `subscribe`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import RedisClusterException
+
+# The cluster schemes and the plain scheme each stands for.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# Connections per client: stations share them, and a caller waits for a free one rather than failing
+# (the plain pool raises once its connections are all in use, as a benchmark with 100 chargers showed).
+POOL_SIZE = 32
+# A cluster client keeps a pool per node and has no waiting pool: give it room instead.
+CLUSTER_POOL_SIZE = 128
+
+
+def is_cluster(url: str) -> bool:
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def node_url(url: str) -> str:
+    """The plain redis:// or rediss:// URL of a cluster URL's node (unchanged for a plain URL)."""
+    scheme, _, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if scheme in CLUSTER_SCHEMES else url
+
+
+def is_cluster_client(client: object) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def connect(url: str, *, fail_fast: bool = False) -> aioredis.Redis:
+    """An asyncio client for the URL; with `fail_fast` it never retries and times out within a second, so a
+    Redis outage reaches the caller at once (the proxy's live path decides what it means)."""
+    options: dict[str, Any] = {}
+    if fail_fast:
+        options = {
+            "socket_connect_timeout": 0.25, "socket_timeout": 1.0, "retry": Retry(NoBackoff(), 0),
+        }  # fmt: skip
+    if is_cluster(url):
+        cluster = RedisCluster.from_url(node_url(url), max_connections=CLUSTER_POOL_SIZE, **options)
+        return cast(aioredis.Redis, cluster)
+    if not fail_fast:
+        return aioredis.Redis.from_url(url)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=1.0, retry_on_timeout=False, **options
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def connect_sync(url: str) -> redis.Redis:
+    """A blocking client for the URL (one-shot CLI commands)."""
+    if is_cluster(url):
+        return cast(redis.Redis, SyncRedisCluster.from_url(node_url(url)))
+    return redis.Redis.from_url(url)
+
+
+async def subscribe(client: aioredis.Redis, channel: str) -> PubSub:
+    """A pub/sub subscribed to `channel`; the caller closes it. On a cluster it listens on one node's own
+    connection: a PUBLISH reaches every node of a Redis Cluster (and redis-py before 8 has no async
+    cluster pub/sub)."""
+    if is_cluster_client(client):
+        cluster = cast(RedisCluster, client)
+        try:
+            await cluster.initialize()
+        except RedisClusterException as exc:  # not a RedisError: say what it is, an unreachable Redis
+            raise aioredis.ConnectionError(str(exc)) from exc
+        node = cluster.get_random_node()
+        pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+        pubsub = aioredis.Redis(connection_pool=pool).pubsub()
+    else:
+        pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(channel)
+    except BaseException:
+        await pubsub.aclose()
+        raise
+    return pubsub
