@@ -64,6 +64,7 @@ WATCHED_ACTIONS = frozenset({"BootNotification", "TransactionEvent"})
 MESSAGE_TYPES = {ord("2"): "call", ord("3"): "result", ord("4"): "error"}
 # cutover_frames_total's children by label values (a bounded set): `labels()` costs more than the count.
 FRAME_COUNTERS: dict[tuple[str, str, str, str], Any] = {}
+CALL_DURATIONS: dict[tuple[str, str], Any] = {}  # the same for cutover_call_duration_seconds
 CALL_ACTION = re.compile(rb'\[\s*2\s*,\s*"(?:[^"\\]|\\.){0,36}"\s*,\s*"([A-Za-z0-9]{1,40})"')
 
 
@@ -670,7 +671,11 @@ class Session:
 def record(event: Any) -> None:
     """Count one engine event in the metrics (and log what an operator must see)."""
     if event.kind == "call_done":
-        metrics.CALL_DURATION.labels(event.leg, event.action).observe(event.seconds)
+        labels = (event.leg, event.action)
+        histogram = CALL_DURATIONS.get(labels)
+        if histogram is None:
+            histogram = CALL_DURATIONS[labels] = metrics.CALL_DURATION.labels(*labels)
+        histogram.observe(event.seconds)
     elif event.kind == "timeout":
         metrics.CALL_TIMEOUTS.labels(event.leg, event.action).inc()
     elif event.kind in ("translation_error", "refused", "bad_frame", "invalid_response"):
