@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean readme prometheus
+.PHONY: install demo test lint bench soak chaos clean readme prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ install: $(STAMP)
 # Proxy against a bare relay and direct, same run, loopback (bench/README.md); ARGS="--quick" for a smoke run.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# 1,000 chargers through the proxy and two shadow workers for DURATION seconds; fails on a growth trend (bench/README.md).
+DURATION ?= 300
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration $(DURATION) $(ARGS)
+
+# Fault scenarios over real processes, each ending with the billing ledger check (bench/chaos.py); ARGS="--quick".
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/cutover demo $(ARGS)

@@ -136,6 +136,7 @@ class _QueuedEvent:
     payload: Any  # call.TransactionEvent
     response: dict[str, Any] | None = None
     error: OCPPError | None = None
+    attempts: int = 0  # answered with a CALLERROR so far
 
 
 class Charger201(RecordingPeer, ChargePoint):
@@ -161,6 +162,8 @@ class Charger201(RecordingPeer, ChargePoint):
         reconnect_max_delay: float = 2.0,
         id_token_type: str = "ISO14443",
         credentials: Credentials | None = None,
+        message_attempts: int = 1,
+        message_attempt_interval: float = 1.0,
     ) -> None:
         super().__init__(station_id, None, response_timeout=response_timeout)
         self.credentials = credentials
@@ -174,11 +177,16 @@ class Charger201(RecordingPeer, ChargePoint):
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.id_token_type = id_token_type
+        # OCPP 2.0.1 OCPPCommCtrlr.MessageAttempts/MessageAttemptInterval (instance TransactionEvent): how
+        # often a TransactionEvent answered with a CALLERROR is sent, waiting interval × attempt in between.
+        self.message_attempts = message_attempts
+        self.message_attempt_interval = message_attempt_interval
         self.variables: dict[tuple[str, str], str] = dict(DEVICE_MODEL)
         self.registers_wh: dict[int, int] = dict.fromkeys(range(1, evses + 1), meter_start_wh)
         self.connector_status: dict[int, str] = dict.fromkeys(range(1, evses + 1), "Available")
         self.boot_response: dict[str, Any] | None = None
         self.connects = 0
+        self.booted_on = 0  # the value of `connects` when a BootNotification was last answered
         self.transactions: dict[str, dict[str, Any]] = {}
         self.tx_responses: list[dict[str, Any]] = []
         self.call_errors: list[tuple[str, OCPPError]] = []
@@ -203,6 +211,10 @@ class Charger201(RecordingPeer, ChargePoint):
     def queued(self) -> int:
         """How many TransactionEvents wait to be delivered."""
         return len(self._queue)
+
+    def queued_transaction_ids(self) -> set[str]:
+        """The transactionIds of the TransactionEvents waiting to be delivered."""
+        return {queued.payload.transaction_info["transaction_id"] for queued in self._queue}
 
     def transaction_id(self, evse_id: int = 1) -> str | None:
         """Return the id of the transaction open on `evse_id`, if any."""
@@ -274,8 +286,8 @@ class Charger201(RecordingPeer, ChargePoint):
                 await self.reconnect(retries=None, delay=delay, max_delay=self.reconnect_max_delay)
             except (ConnectionError, TimeoutError, OCPPError) as exc:
                 LOGGER.warning("charger_reconnect_failed station_id=%s error=%r", self.station_id, exc)
-            if self.connected:
-                return
+            if self.connected and self.booted_on == self.connects:
+                return  # connected is not enough: a BootNotification that timed out is sent again
             delay = min(delay * 2, self.reconnect_max_delay)
 
     async def _call(self, payload: Any) -> dict[str, Any]:
@@ -288,6 +300,7 @@ class Charger201(RecordingPeer, ChargePoint):
         if self.serial_number is not None:
             station["serial_number"] = self.serial_number
         self.boot_response = await self._call(call.BootNotification(charging_station=station, reason=reason))
+        self.booted_on = self.connects
         return self.boot_response
 
     async def heartbeat(self) -> dict[str, Any]:
@@ -305,11 +318,18 @@ class Charger201(RecordingPeer, ChargePoint):
         )
 
     async def _report_status(self, evse_id: int, connector_status: str) -> None:
-        """Send a StatusNotification if connected; a station that is offline reports it after reconnecting."""
+        """Send a StatusNotification if connected; a station that is offline reports it after reconnecting.
+
+        Never raises: a status the CSMS refused must not keep a transaction from starting or ending.
+        """
         self.connector_status[evse_id] = connector_status
         if self.connected:
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            try:
                 await self.status(evse_id, CONNECTOR_ID, connector_status)
+            except (ConnectionError, TimeoutError):
+                pass
+            except OCPPError as exc:
+                self.call_errors.append(("StatusNotification", exc))
 
     async def authorize(self, id_token: str, type: str = "ISO14443") -> dict[str, Any]:
         return await self._call(call.Authorize(id_token={"id_token": id_token, "type": type}))
@@ -454,6 +474,7 @@ class Charger201(RecordingPeer, ChargePoint):
             "stopped_reason": None,
             "remote_start_id": remote_start_id,
             "samples_wh": [],
+            "rejected_seq_nos": [],  # events the CSMS answered with a CALLERROR (not delivered again)
         }
         token_type = self.id_token_type if id_token is None else id_token["type"]
         tx = _Transaction(transaction_id, evse_id, token_type, record)
@@ -534,9 +555,17 @@ class Charger201(RecordingPeer, ChargePoint):
                     LOGGER.info("transaction_event_queued station_id=%s reason=%r", self.station_id, exc)
                     return
                 except OCPPError as exc:
+                    queued.attempts += 1
+                    if queued.attempts < self.message_attempts:
+                        LOGGER.info("transaction_event_retry station_id=%s error=%s", self.station_id, exc)
+                        await asyncio.sleep(self.message_attempt_interval * queued.attempts)
+                        continue
                     self._queue.popleft()
                     queued.error = exc
                     self.call_errors.append(("TransactionEvent", exc))
+                    rejected = self.transactions.get(queued.payload.transaction_info["transaction_id"])
+                    if rejected is not None:
+                        rejected["rejected_seq_nos"].append(queued.payload.seq_no)
                     continue
                 self._queue.popleft()
                 queued.response = response

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import socket
 import ssl
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -24,9 +28,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from peers._wire import RecordingConnection, call_wire, spell_for_16, utc_now, wait_for
+from peers._wire import CALL, RecordingConnection, call_wire, parse_frame, spell_for_16, utc_now, wait_for
 
-__all__ = ["LegacyCsms", "LegacyTransaction", "wait_for"]
+__all__ = ["LegacyCsms", "LegacyFaults", "LegacyTransaction", "wait_for"]
 
 LOGGER = logging.getLogger("peers.legacy_csms")
 
@@ -52,6 +56,36 @@ class LegacyTransaction:
     @property
     def ended(self) -> bool:
         return self.meter_stop is not None
+
+
+@dataclass
+class LegacyFaults:
+    """Misbehaviour of the legacy CSMS toward the CALLs stations send it (for the chaos suite).
+
+    Each CALL of an action in `actions` (all actions when empty) is first delayed by a latency drawn from
+    `latency` (seconds, min and max), then, by draw, answered with an InternalError CALLERROR
+    (`error_rate`; nothing is recorded), or its connection is cut without an answer (`drop_rate`): half of
+    the cuts before the CALL is handled, half after it was handled and recorded (its answer is lost).
+    """
+
+    latency: tuple[float, float] = (0.0, 0.0)
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    actions: frozenset[str] = frozenset()
+    seed: int | None = None
+    errors: int = 0
+    drops_before: int = 0
+    drops_after: int = 0
+    # per action: CALLs handled, recorded and then cut before their answer went out
+    unanswered: dict[str, int] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            self.rng.seed(self.seed)
+
+    def applies_to(self, action: str) -> bool:
+        return not self.actions or action in self.actions
 
 
 class LegacyCsms:
@@ -89,6 +123,7 @@ class LegacyCsms:
         self._next_transaction_id = 1
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.faults: LegacyFaults | None = None
 
     async def __aenter__(self) -> LegacyCsms:
         await self.start()
@@ -118,6 +153,15 @@ class LegacyCsms:
             await asyncio.wait_for(server.wait_closed(), 5)
         except TimeoutError:
             LOGGER.warning("legacy_csms_stop_timeout: connections still open are abandoned")
+
+    async def kill(self) -> None:
+        """Stop as a crash would: every station connection reset, no closing handshake; `start()` may follow.
+
+        What was recorded stays (the legacy's database survives its process).
+        """
+        for session in list(self._sessions.values()):
+            _reset(session.connection)
+        await self.stop()
 
     async def wait_for(
         self,
@@ -250,15 +294,46 @@ class _LegacySession(ChargePoint):
         super().__init__(station_id, connection, response_timeout=csms.response_timeout)
         self.connection = connection
         self.csms = csms
+        self._drop_reply = False  # LegacyFaults: cut the connection instead of sending the next answer
 
     async def serve(self) -> None:
         try:
             while True:
-                await self.route_message(await self.connection.recv())
+                raw = await self.connection.recv()
+                if self.csms.faults is None or await self._misbehave(self.csms.faults, raw):
+                    await self.route_message(raw)
         except ConnectionClosed:
             pass
 
+    async def _misbehave(self, faults: LegacyFaults, raw: str | bytes) -> bool:
+        """Apply `faults` to one received frame; whether it is still to be handled normally."""
+        frame = parse_frame(raw)
+        if not (isinstance(frame, list) and len(frame) == 4 and frame[0] == CALL and faults.applies_to(frame[2])):
+            return True
+        low, high = faults.latency
+        if high > 0:
+            await asyncio.sleep(faults.rng.uniform(low, high))
+        draw = faults.rng.random()
+        if draw < faults.error_rate:
+            faults.errors += 1
+            error = [4, frame[1], "InternalError", "legacy CSMS fault injection", {}]
+            await self.connection.send(orjson.dumps(error).decode())
+            return False
+        if draw < faults.error_rate + faults.drop_rate:
+            if faults.rng.random() < 0.5:
+                faults.drops_before += 1
+                _reset(self.connection)
+                return False
+            faults.drops_after += 1
+            faults.unanswered[frame[2]] = faults.unanswered.get(frame[2], 0) + 1
+            self._drop_reply = True
+        return True
+
     async def _send(self, message: str) -> None:
+        if self._drop_reply:
+            self._drop_reply = False
+            _reset(self.connection)
+            return
         await super()._send(spell_for_16(message))
 
     def _payload(self, message_id: str) -> dict[str, Any]:
@@ -348,6 +423,15 @@ class _LegacySession(ChargePoint):
     ) -> call_result.FirmwareStatusNotification:
         self.csms.firmware_statuses.setdefault(self.id, []).append(status)
         return call_result.FirmwareStatusNotification()
+
+
+def _reset(connection: RecordingConnection) -> None:
+    """Abort the connection with a TCP reset, as a crashed process or a dropped link would."""
+    transport = connection.ws.transport
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _require_timestamps(value: Any, path: str = "") -> None:

@@ -54,13 +54,18 @@ def transaction_event(ctx: Context, payload: dict[str, Any]) -> Generator[Reques
     tx = state.transactions.get(tx_id)
     if tx is None and tx_id in state.recently_ended:
         return {}  # a retransmitted Ended: the legacy already has the StopTransaction
-    if tx is not None and payload["seqNo"] <= tx.seq_no:
+    if tx is not None and payload["seqNo"] <= tx.seq_no and not fills_gap(tx, payload):
         return reply_for(tx, payload)  # a retransmission of an event already translated
     if tx is None:
         created = first_sight(ctx, payload)
         if created is None:
             return {}
         tx = created
+    begin = register_wh(payload.get("meterValue", []), "Transaction.Begin")
+    if begin is not None and tx.meter_start_wh is None and not tx.started_at_legacy:
+        tx.meter_start_wh = begin  # the Started event, arriving after later events of its transaction
+        if payload["eventType"] == "Started":
+            tx.started_at = payload["timestamp"]
     tx.charging_state = info.get("chargingState", tx.charging_state)
     meter_values = payload.get("meterValue", [])
     latest = register_wh(meter_values)
@@ -84,6 +89,20 @@ def transaction_event(ctx: Context, payload: dict[str, Any]) -> Generator[Reques
     tx.seq_no = max(tx.seq_no, payload["seqNo"])
     ctx.touch()
     return reply
+
+
+def fills_gap(tx: Transaction, payload: dict[str, Any]) -> bool:
+    """Whether an event at or below the highest seqNo translated still brings what StartTransaction waits for.
+
+    Such an event arrived late (a charger's queue delivered it after later ones), it is no retransmission:
+    a translated event with an idToken leaves its transaction with an idTag, and a Started event with its
+    Transaction.Begin register. Taking it for a duplicate would leave the transaction unbilled.
+    """
+    if tx.started_at_legacy:
+        return False
+    if "idToken" in payload and tx.id_tag is None:
+        return True
+    return tx.meter_start_wh is None and register_wh(payload.get("meterValue", []), "Transaction.Begin") is not None
 
 
 def update(
@@ -176,6 +195,7 @@ def start_at_legacy(ctx: Context, tx: Transaction) -> Generator[Request, Any, No
         answer = yield Request("StartTransaction", request)
     except PeerRefused:
         tx.start_requests -= 1  # a CALLERROR: the legacy holds no transaction (a timeout leaves it uncertain)
+        ctx.touch()
         raise
     tx.start_requests = 0
     buffered = tx.buffered_meter_values

@@ -220,3 +220,15 @@ async def test_csms_initiated_messages(native_csms: NativeCsms, charger: Charger
         "TriggerMessage",
     ]
     assert charger.frames_out[0][2] == "BootNotification"
+
+
+async def test_a_refused_event_is_sent_message_attempts_times_then_given_up(native_csms: NativeCsms) -> None:
+    charger = Charger201("CS-RETRY", native_csms.url, message_attempts=2, message_attempt_interval=0.01)
+    await charger.connect()
+    await charger.boot()
+    tx_id = await charger.start_transaction(1, "TAG0001")
+    native_csms.refuse_next_event = True
+    assert await charger.charging(1) == {"idTokenInfo": {"status": "Accepted"}}  # delivered at the 2nd attempt
+    assert [e["seqNo"] for e in native_csms.events] == [0, 1] and charger.call_errors == []
+    assert charger.transactions[tx_id]["rejected_seq_nos"] == []
+    await charger.close()

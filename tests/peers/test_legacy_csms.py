@@ -11,7 +11,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from peers.charger16 import Charger16
-from peers.legacy_csms import LegacyCsms, wait_for
+from peers.legacy_csms import LegacyCsms, LegacyFaults, wait_for
 
 
 @pytest.fixture
@@ -145,3 +145,16 @@ async def test_callerrors_use_the_ocpp16_spellings(csms: LegacyCsms) -> None:
         await ws.send('[2,"m1","Heartbeat",{"extra":1}]')
         reply = await ws.recv()
     assert isinstance(reply, str) and reply.startswith('[4,"m1","FormationViolation"')  # OCPP-J 1.6 errata §5
+
+
+async def test_faults_refuse_or_cut_calls_as_told(csms: LegacyCsms, charger: Charger16) -> None:
+    await charger.boot()
+    csms.faults = LegacyFaults(error_rate=1.0, actions=frozenset({"StartTransaction"}))
+    with pytest.raises(OCPPError):
+        await charger.start_transaction(1, "TAG0001", meter_start=0)
+    assert csms.transactions == {} and csms.faults.errors == 1  # refused: nothing recorded
+    csms.faults = LegacyFaults(drop_rate=1.0, seed=1)
+    with pytest.raises(ConnectionError):
+        await charger.heartbeat()
+    assert csms.faults.drops_before + csms.faults.drops_after == 1
+    await wait_for(lambda: not csms.connected, timeout=2)

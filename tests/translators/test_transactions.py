@@ -107,3 +107,32 @@ def test_a_start_that_timed_out_is_flagged_when_sent_again() -> None:
     bridge.expire(bridge.config.call_timeout + 1)  # no answer: the legacy may or may not have it
     actions, events = start_sent(bridge, "c2")
     assert actions == ["StartTransaction"] and [e.kind for e in events].count("uncertain") == 1
+
+
+def test_an_authorizing_event_arriving_after_a_later_one_still_starts_the_transaction() -> None:
+    # OCPP 2.0.1 seqNo lets the CSMS order events; a charger's queue delivered seqNo 2 before seqNo 1
+    bridge = new_bridge()
+    begin = [{"timestamp": T0, "sampledValue": [{"value": 1200, "context": "Transaction.Begin"}]}]
+    started = event("c1", 0, "Started", evse={"id": 1}, triggerReason="CablePluggedIn", meterValue=begin)
+    assert legacy_calls(bridge, started, {"StatusNotification": {}}) in ([], ["StatusNotification"])
+    charging = event("c2", 2, "Updated", triggerReason="ChargingStateChanged",
+                     transactionInfo={"transactionId": "tx-r", "chargingState": "Charging"})  # fmt: skip
+    legacy_calls(bridge, charging, {"StatusNotification": {}})
+    authorized = event("c3", 1, "Updated", idToken=TOKEN)
+    actions = legacy_calls(bridge, authorized, {"StartTransaction": START, "StatusNotification": {}})
+    assert actions[0] == "StartTransaction"
+    tx = bridge.state.transactions["tx-r"]
+    assert (tx.legacy_id, tx.meter_start_wh, tx.seq_no) == (5, 1200, 2)
+    assert legacy_calls(bridge, authorized, {}) == []  # its retransmission is one
+
+
+def test_a_started_event_arriving_late_gives_the_start_its_begin_register() -> None:
+    bridge = new_bridge()
+    updated = event("c1", 1, "Updated", evse={"id": 1}, triggerReason="ChargingStateChanged")
+    legacy_calls(bridge, updated, {"StatusNotification": {}})  # first seen in Updated: no idToken yet
+    begin = [{"timestamp": T0, "sampledValue": [{"value": 1200, "context": "Transaction.Begin"}]}]
+    started = event("c2", 0, "Started", evse={"id": 1}, idToken=TOKEN, meterValue=begin, timestamp=T0)
+    outcome = bridge.receive("charger", started, 0)
+    (call,) = (orjson.loads(frame) for frame in outcome.to_legacy)
+    assert call[2] == "StartTransaction"
+    assert (call[3]["meterStart"], call[3]["timestamp"]) == (1200, T0)
