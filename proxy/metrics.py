@@ -61,6 +61,10 @@ TRANSACTIONS = Counter(
 AUTH_FAILURES = Counter(
     "cutover_auth_failures_total", "Charger connections refused at the handshake, by reason", ["reason"]
 )
+STATE_RESTORES = Counter(
+    "cutover_state_restores_total",
+    "Times Redis came back without its data and this proxy wrote its station states again",
+)
 UNCERTAIN_CALLS = Counter(
     "cutover_uncertain_calls_total",
     "CALLs sent to the legacy again although it may have acted on the first (a StartTransaction whose answer was "

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
 
 # The cluster schemes and the plain scheme each stands for.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -28,6 +28,13 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 POOL_SIZE = 32
 # A cluster client keeps a pool per node and has no waiting pool: give it room instead.
 CLUSTER_POOL_SIZE = 128
+
+
+# What a call raises when Redis is unavailable: redis-py's errors, the OS's, a timeout — and, under uvloop,
+# RuntimeError("unable to perform operation on <TCPTransport closed=True>") on a connection Redis reset
+# (MagicStack/uvloop#506; the chaos suite saw it kill session set-up and retry tasks in a Redis outage).
+UNAVAILABLE = (RedisError, OSError, TimeoutError, RuntimeError)
+UNAVAILABLE_OR_UNREADABLE = (*UNAVAILABLE, ValueError, TypeError)  # ... or what came back does not parse
 
 
 def is_cluster(url: str) -> bool:

@@ -28,6 +28,7 @@ import redis.asyncio as redis
 
 from proxy import metrics
 from proxy.passwords import password_key, verify_password
+from proxy.redis_client import UNAVAILABLE, UNAVAILABLE_OR_UNREADABLE
 
 log = logging.getLogger("cutover.security")
 
@@ -122,18 +123,31 @@ class AttemptLimiter:
     max_penalty: float = 300.0
     _tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _swept: float = 0.0
 
     def check(self, key: str, now: float) -> float:
         """0 when an attempt may go ahead (and is counted), else the seconds to wait."""
         blocked_until = self._failures.get(key, (0, 0.0))[1]
         if now < blocked_until:
             return blocked_until - now
+        self._sweep(now)
         tokens, last = self._tokens.get(key, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - last) * self.per_second)
         if tokens < 1:
             return (1 - tokens) / self.per_second
         self._tokens[key] = (tokens - 1, now)
         return 0.0
+
+    def _sweep(self, now: float) -> None:
+        """Forget the keys whose bucket has refilled (an absent key is a full bucket): without this every source
+        address and station id ever seen stays, and chargers on changing (mobile) addresses grow it for ever."""
+        refill = self.burst / self.per_second
+        if now - self._swept < refill:
+            return
+        self._swept = now
+        for key, (tokens, last) in list(self._tokens.items()):
+            if tokens + (now - last) * self.per_second >= self.burst:
+                del self._tokens[key]
 
     def failed(self, key: str, now: float) -> None:
         failures = self._failures.get(key, (0, 0.0))[0] + 1
@@ -171,7 +185,7 @@ class Admission:
             try:
                 raw = await asyncio.wait_for(self.client.get(profile_key(station_id)), 0.5)
                 profile = int(raw) if raw is not None else self.default_profile
-            except (redis.RedisError, OSError, TimeoutError, ValueError) as exc:
+            except UNAVAILABLE_OR_UNREADABLE as exc:
                 log.warning("profile_lookup_failed station_id=%s error=%r; using %d", station_id, exc, profile)
         self._profiles[station_id] = (profile, now)
         return profile
@@ -226,7 +240,7 @@ class Admission:
             return None
         try:
             raw = await asyncio.wait_for(self.client.get(certificate_cn_key(station_id)), 0.5)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("certificate_cn_lookup_failed station_id=%s error=%r", station_id, exc)
             return None
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -250,7 +264,7 @@ class Admission:
             return self._hashes.get(station_id)
         try:
             raw = await asyncio.wait_for(self.client.get(password_key(station_id)), 0.5)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("password_lookup_failed station_id=%s error=%r; using the last known hash", station_id, exc)
             return self._hashes.get(station_id)
         if raw is None:

@@ -24,12 +24,12 @@ from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 import websockets
-from redis import exceptions as redis_exceptions
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from proxy import metrics, redis_batch, redis_client, rollback, routing
+from proxy.redis_client import UNAVAILABLE
 from proxy.rollback import RollbackRules
 from proxy.security import (
     Admission,
@@ -56,6 +56,7 @@ SUPPORTED_SUBPROTOCOLS = (OCPP201, OCPP16)  # in order of preference
 STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
 STOP_TIMEOUT = 5.0
 CONTROL_TIMEOUT = 1.0  # control-plane bookkeeping in Redis (never on the live path)
+DRAIN_POLL_SECONDS = 0.05  # how often a session whose charger left looks whether the legacy answered
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
 REFUSAL_TEXT = {401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later"}
@@ -218,7 +219,7 @@ class Proxy:
                         last_reconcile = time.monotonic()
                         for station_id in list(self.sessions):
                             await self._apply_mode(station_id)
-            except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("switch_channel_lost error=%r; retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
             finally:
@@ -246,14 +247,14 @@ class Proxy:
         if self.store.client is not None:
             try:
                 self.modes[station_id] = await asyncio.wait_for(routing.mode_of(self.store.client, station_id), 0.5)
-            except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("mode_lookup_failed station_id=%s error=%r; using the last known", station_id, exc)
         return self.modes.get(station_id, "legacy")
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._control is not None:
-            with contextlib.suppress(OSError, redis_exceptions.RedisError):
+            with contextlib.suppress(*UNAVAILABLE):
                 await self.store.client.publish(routing.CHANNEL, b"")  # type: ignore[union-attr]  # wakes the loop
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._control), 3.0)
@@ -325,14 +326,21 @@ class Proxy:
         session = Session(self, charger, station_id, str(subprotocol), connection_id, mode)
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
-        if previous is not None:
-            log.info("station_reconnected station_id=%s; closing its previous connection", station_id)
-            await previous.close_charger(1001, "replaced by a new connection of this station")
         metrics.CONNECTED_STATIONS.labels(subprotocol).inc()
         metrics.STATIONS_BY_MODE.labels(mode).inc()
         try:
+            if previous is not None:
+                log.info("station_reconnected station_id=%s; closing its previous connection", station_id)
+                await previous.close_charger(1001, "replaced by a new connection of this station")
+                # The new session starts from the state the previous one leaves: let it record what the
+                # legacy still answers it (bounded by the call timeout) before this one loads that state.
+                try:
+                    await asyncio.wait_for(previous.finished.wait(), self.settings.translation.call_timeout + 2.0)
+                except TimeoutError:
+                    log.warning("previous_session_still_running station_id=%s; starting anyway", station_id)
             await session.run()
         finally:
+            session.finished.set()
             metrics.CONNECTED_STATIONS.labels(subprotocol).dec()
             metrics.STATIONS_BY_MODE.labels(mode).dec()
             if self.sessions.get(station_id) is session:
@@ -368,6 +376,7 @@ class Session:
         self.engine: Bridge | Passthrough | None = None
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None  # the engine's next deadline (a CALL's timeout)
+        self.finished = asyncio.Event()  # set once the session has ended and recorded all it will
         self._armed: float | None = None
         self._seq = itertools.count()
 
@@ -386,7 +395,7 @@ class Session:
                 thresholds = await asyncio.wait_for(
                     rollback.thresholds_for(self.proxy.store.client, self.station_id, rules.defaults), 0.5
                 )
-            except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("rollback_rules_unavailable station_id=%s error=%r; using the last known",
                             self.station_id, exc)  # fmt: skip
             else:
@@ -443,10 +452,15 @@ class Session:
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if tasks[0] in done and not tasks[1].done():
+                await self._finish_with_legacy(tasks[1])
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+                if isinstance(outcome, Exception):
+                    log.error("session_task_failed station_id=%s task=%s", self.station_id, task.get_name(),
+                              exc_info=outcome)  # fmt: skip
             if self._timer is not None:
                 self._timer.cancel()
         ended_by = CHARGER if tasks[0] in done else LEGACY
@@ -475,6 +489,18 @@ class Session:
             self.connection_id,
             self.charger.close_code,
         )
+
+    async def _finish_with_legacy(self, legacy_reader: asyncio.Task[None]) -> None:
+        """The charger left with a CALL of ours still out at the legacy (a StartTransaction, say): read its
+        answer, within the call timeout, so it is recorded. Dropped, the charger's retransmission of the
+        event would make the proxy send it again, and the legacy would open the transaction twice."""
+        engine = self.engine
+        if not isinstance(engine, Bridge):
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.proxy.settings.translation.call_timeout + 1.0
+        while engine.awaiting(LEGACY) and not legacy_reader.done() and loop.time() < until:
+            await asyncio.wait([legacy_reader], timeout=DRAIN_POLL_SECONDS)
 
     async def close_charger(self, code: int, reason: str) -> None:
         await self.charger.close(code, reason)
@@ -623,7 +649,7 @@ class Session:
         assert client is not None
         try:
             await client.hset(routing.station_key(self.station_id), mapping=fields)
-        except (OSError, redis_exceptions.RedisError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("station_info_failed station_id=%s error=%r", self.station_id, exc)
 
     async def _registered(self) -> None:
@@ -632,7 +658,7 @@ class Session:
             return
         try:
             await client.sadd(routing.STATIONS, self.station_id)
-        except (OSError, redis_exceptions.RedisError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("station_register_failed station_id=%s error=%r", self.station_id, exc)
         await self._set_info({"protocol": self.subprotocol, "connected": self.connection_id})
 
@@ -644,7 +670,7 @@ class Session:
             connected = await client.hget(routing.station_key(self.station_id), "connected")
             if routing.text(connected or b"") == self.connection_id:
                 await client.hdel(routing.station_key(self.station_id), "connected")
-        except (OSError, redis_exceptions.RedisError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("station_unregister_failed station_id=%s error=%r", self.station_id, exc)
 
     async def _transactions_changed(self, active: int) -> None:
@@ -664,7 +690,7 @@ class Session:
                 pending = active == 0 and bool(await client.hexists(route_key, "pending"))
             if pending and await routing.on_idle(client, self.station_id) is not None:
                 await self.proxy._apply_mode(self.station_id)
-        except (OSError, TimeoutError, redis_exceptions.RedisError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("transactions_count_failed station_id=%s active=%d error=%r", self.station_id, active, exc)
 
 

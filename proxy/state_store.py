@@ -4,24 +4,31 @@
 proxy instance then continues the station where this one left off). Saves made while a write is in
 flight go out together in the next one (one pipeline; a station saved twice meanwhile is written once,
 in its latest state). When Redis is unavailable the write is deferred, counted and retried in the
-background, so charging goes on; the in-process copy serves a reconnecting station meanwhile.
+background, so charging goes on; the in-process copy serves a reconnecting station meanwhile. When Redis
+comes back without its data (a restart without persistence, a flush), every state this process holds is
+written again: a sentinel key of this process, absent again once set, tells that it happened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import redis.asyncio as redis
 
 from proxy import metrics, redis_batch
+from proxy.redis_client import UNAVAILABLE, UNAVAILABLE_OR_UNREADABLE
 from translators.state import DeviceModel, StationState
 
 log = logging.getLogger("cutover.state")
 
 SAVE_TIMEOUT = 0.5
 RETRY_AFTER = 1.0
+WATCH_SECONDS = 0.5  # how often the sentinel is checked (a Redis that lost its data is noticed this fast)
+SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
+RESTORE_CHUNK = 500
 
 
 def state_key(station_id: str) -> str:
@@ -43,13 +50,61 @@ class StateStore:
         # The next write: key → (the latest state packed, the saves waiting for it).
         self._batch: dict[str, tuple[bytes, list[asyncio.Future[None]]]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._sentinel = f"cutover:sentinel:{{{os.urandom(6).hex()}}}"
+        self._sentinel_set = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _watch_for_data_loss(self) -> None:
+        if self.client is not None and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch(), name="state-watch")
+
+    async def _watch(self) -> None:
+        assert self.client is not None
+        while True:
+            try:
+                created = await asyncio.wait_for(
+                    self.client.set(self._sentinel, b"1", nx=True, ex=SENTINEL_TTL), SAVE_TIMEOUT
+                )
+                if not created:
+                    await asyncio.wait_for(self.client.expire(self._sentinel, SENTINEL_TTL), SAVE_TIMEOUT)
+                elif self._sentinel_set:
+                    await self._restore()
+                self._sentinel_set = True
+            except UNAVAILABLE as exc:
+                log.debug("state_watch_failed error=%r", exc)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    async def _restore(self) -> None:
+        """Redis came back empty: write every station state and device model this process holds again
+        (`SET NX`: never over one that another proxy instance wrote meanwhile)."""
+        assert self.client is not None
+        entries = [(state_key(station_id), state.dumps()) for station_id, state in self._local.items()]
+        entries += [(device_model_key(station_id), model.dumps()) for station_id, model in self._models.items()]
+        log.warning("redis_data_lost states=%d; writing this proxy's station states again", len(entries))
+        metrics.STATE_RESTORES.inc()
+        try:
+            for start in range(0, len(entries), RESTORE_CHUNK):
+                chunk = entries[start : start + RESTORE_CHUNK]
+                if redis_batch.is_plain(self.client):
+                    commands = [redis_batch.pack(b"SET", key.encode(), packed, b"NX") for key, packed in chunk]
+                    await redis_batch.execute(self.client, commands, SAVE_TIMEOUT * 4)
+                else:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for key, packed in chunk:
+                            pipe.set(key, packed, nx=True)
+                        await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT * 4)
+        except UNAVAILABLE:
+            # Not all written: lose the sentinel so that the next check finds the loss again.
+            await asyncio.wait_for(self.client.delete(self._sentinel), SAVE_TIMEOUT)
+            raise
 
     async def load(self, station_id: str) -> StationState:
         """The station's last saved state (Redis first, then this process's copy), or a fresh one."""
+        self._watch_for_data_loss()
         if self.client is not None and station_id not in self._deferred:
             try:
                 raw = await asyncio.wait_for(self.client.get(state_key(station_id)), SAVE_TIMEOUT)
-            except (redis.RedisError, OSError, TimeoutError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning(
                     "state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc
                 )
@@ -71,7 +126,7 @@ class StateStore:
                 raw = await asyncio.wait_for(self.client.get(device_model_key(station_id)), SAVE_TIMEOUT)
                 if raw is not None:
                     return DeviceModel.loads(raw if isinstance(raw, bytes) else raw.encode())
-            except (redis.RedisError, OSError, TimeoutError, ValueError, TypeError) as exc:
+            except UNAVAILABLE_OR_UNREADABLE as exc:
                 log.warning("device_model_load_failed station_id=%s error=%r", station_id, exc)
         return self._models.get(station_id) or DeviceModel()
 
@@ -82,7 +137,7 @@ class StateStore:
             return
         try:
             await asyncio.wait_for(self.client.set(device_model_key(station_id), model.dumps()), SAVE_TIMEOUT)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("device_model_save_failed station_id=%s error=%r", station_id, exc)
 
     async def save(self, state: StationState) -> None:
@@ -95,7 +150,7 @@ class StateStore:
             return
         try:
             await self._write(state_key(state.station_id), state.dumps())
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning(
                 "state_save_failed station_id=%s error=%r; kept in memory, retrying", state.station_id, exc
             )
@@ -155,7 +210,7 @@ class StateStore:
                     await asyncio.wait_for(
                         self.client.set(state_key(station_id), state.dumps()), SAVE_TIMEOUT
                     )
-                except (redis.RedisError, OSError, TimeoutError):
+                except UNAVAILABLE:
                     self._down_until = time.monotonic() + RETRY_AFTER
                     break
                 if self._deferred.get(station_id) is state:
@@ -163,6 +218,6 @@ class StateStore:
         log.info("state_store_recovered")
 
     async def close(self) -> None:
-        for task in (self._task, self._writer):
+        for task in (self._task, self._writer, self._watcher):
             if task is not None:
                 task.cancel()

@@ -18,6 +18,7 @@ import msgpack
 import redis.asyncio as redis
 
 from proxy import metrics, redis_batch
+from proxy.redis_client import UNAVAILABLE
 
 log = logging.getLogger("cutover.tee")
 
@@ -130,7 +131,7 @@ class Tee:
             metrics.TEE_QUEUE_DEPTH.set(len(self._queue))
             try:
                 await self._write(batch)
-            except (redis.RedisError, OSError, TimeoutError) as exc:
+            except UNAVAILABLE as exc:
                 self._drop("redis_unavailable", len(batch))
                 log.warning(
                     "tee_write_failed frames=%d error=%r; frames dropped, live traffic unaffected",

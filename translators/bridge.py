@@ -262,6 +262,11 @@ class Bridge:
     def busy(self) -> bool:
         return any(leg.jobs or leg.in_flight or leg.outbox for leg in self._legs.values())
 
+    def awaiting(self, leg_name: LegName) -> bool:
+        """Whether a CALL of ours to `leg_name` is unanswered, or queued to be sent."""
+        leg = self._legs[leg_name]
+        return leg.in_flight is not None or bool(leg.outbox)
+
     # -- CALLs received --------------------------------------------------------------------------
     def _on_call(self, leg: _Leg, call: Call, now: float, out: Outcome) -> None:
         if any(job.message_id == call.message_id for job in leg.jobs):

@@ -14,16 +14,20 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from peers.charger201 import Charger201
-from peers.legacy_csms import LegacyCsms, wait_for
+from peers.ledger import charger_transactions, check
+from peers.legacy_csms import LegacyCsms, LegacyFaults, wait_for
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import EmbeddedRedis, free_port
+from proxy.state_store import state_key
 from tests.conftest import proxy_url, settings_for
 from tests.frames import invalid_emitted_frames, tee_envelopes
+from translators.state import StationState
 
 
 def port_open(port: int) -> bool:
@@ -219,3 +223,59 @@ async def test_redis_killed_during_traffic(legacy: LegacyCsms) -> None:
     (legacy_tx,) = legacy.transactions.values()
     assert legacy_tx.ended and legacy_tx.meter_stop == charger.transactions[tx_id]["meter_stop_wh"]
     assert len(legacy_tx.meter_values) == 3
+
+
+async def test_a_start_answered_after_the_charger_dropped_is_recorded_not_sent_twice(
+    legacy: LegacyCsms, redis_url: str
+) -> None:
+    """Found by the chaos suite (charger_links_flap): the legacy's StartTransaction answer, arriving after the
+    charger's link dropped, was discarded with the session; the charger's retransmission opened a second one."""
+    settings = settings_for(legacy)
+    settings.translation.call_timeout = 5
+    running = await start_proxy(settings, redis_url, None)
+    charger = Charger201("FLAP01", proxy_url(running), response_timeout=5)
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, 1, "Occupied")
+        legacy.faults = LegacyFaults(latency=(0.5, 0.5), actions=frozenset({"StartTransaction"}))
+        start = asyncio.create_task(charger.start_transaction(1, "TAG0001"))
+        await asyncio.sleep(0.2)  # the StartTransaction is at the legacy, its answer 0.3 s away
+        charger._connection.ws.transport.abort()  # the link drops with the StartTransaction at the legacy
+        await start  # the Started event stays in the charger's queue
+        await asyncio.sleep(1.0)
+        legacy.faults = None
+        await charger.reconnect()  # boots, then delivers the queued Started event again
+        await wait_for(lambda: charger.queued == 0, timeout=10)
+        report = check(charger_transactions([charger]), legacy.transactions)
+        assert len(legacy.transactions) == 1 and report.counts()["duplicated"] == 0
+    finally:
+        await charger.close()
+        await running.stop()
+
+
+async def test_station_states_are_written_again_when_redis_comes_back_empty(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Found by the chaos suite (redis_lost_then_proxy_kill): after Redis lost its data, a proxy that then
+    died left nothing for its successor, which billed the running transactions wrongly or not at all."""
+    running = await start_proxy(settings_for(legacy), redis_url, None)
+    charger = Charger201("LOST01", proxy_url(running))
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.start_transaction(1, "TAG0001")
+        key = state_key("LOST01")
+        await wait_for(lambda: bool(legacy.transactions), timeout=10)
+        await redis_client.flushdb()  # a Redis restarted without persistence
+        for _ in range(100):  # the proxy checks every half second
+            if await redis_client.get(key) is not None:
+                break
+            await asyncio.sleep(0.05)
+        restored = StationState.loads(await redis_client.get(key))
+        (tx,) = restored.transactions.values()
+        assert tx.legacy_id == next(iter(legacy.transactions))
+        assert REGISTRY.get_sample_value("cutover_state_restores_total", {}) >= 1
+    finally:
+        await charger.close()
+        await running.stop()
