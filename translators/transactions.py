@@ -139,6 +139,13 @@ def first_sight(ctx: Context, payload: dict[str, Any]) -> Transaction | None:
         ctx.lossy(
             "TransactionEvent", f"transaction {info['transactionId']} first seen in {payload['eventType']}"
         )
+        # Its Started event went through a proxy whose state was lost (killed while Redis was away): the
+        # legacy may hold the transaction open already, and will now get a second one.
+        ctx.uncertain(
+            "StartTransaction",
+            f"transaction {info['transactionId']} first seen in its {payload['eventType']} event: its start was "
+            "translated before this proxy's state was lost; the legacy may hold it open already",
+        )
     evse = payload["evse"]
     if evse["id"] == 0:
         raise PropertyConstraintViolation("evse.id: 0 is the whole station; a transaction runs on an EVSE (id > 0)")

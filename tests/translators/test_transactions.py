@@ -136,3 +136,11 @@ def test_a_started_event_arriving_late_gives_the_start_its_begin_register() -> N
     (call,) = (orjson.loads(frame) for frame in outcome.to_legacy)
     assert call[2] == "StartTransaction"
     assert (call[3]["meterStart"], call[3]["timestamp"]) == (1200, T0)
+
+
+def test_a_transaction_first_seen_after_its_start_is_flagged() -> None:
+    bridge = new_bridge()
+    updated = event("c1", 3, "Updated", evse={"id": 1}, idToken=TOKEN, meterValue=MV)
+    outcome = bridge.receive("charger", updated, 0)
+    (flag,) = [e for e in outcome.events if e.kind == "uncertain"]
+    assert "first seen in its Updated event" in flag.detail
