@@ -90,6 +90,7 @@ def status_notification(ctx: Context, payload: dict[str, Any]) -> Generator[Requ
     # Forwarded even when unchanged: a legacy CSMS expects the statuses again after every boot.
     yield Request("StatusNotification", notification)
     ctx.state.legacy_status[connector_id] = notification["status"]
+    ctx.touch()
     return {}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from translators.availability import flat_connector
 from translators.bridge import Context, Disposition, Request
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
@@ -33,6 +34,9 @@ UNITS_16_STOP_TRANSACTION = UNITS_16_METER_VALUES - {"Hertz"}
 UNIT_201_TO_16 = {"Celsius": "Celsius", "Hz": "Hertz", "Percent": "Percent", "deg": None}
 # Readings beyond this are corrupt (and beyond what JSON integers carry safely).
 MAX_REGISTER_WH = Decimal(2**53)
+# A multiplier beyond the SI prefixes (quecto to quetta, 10^±30) is a corrupt sample, not a unit: applied, it
+# overflows Decimal or makes a value string of up to a million digits.
+MAX_MULTIPLIER = 30
 # Energy units and their factor to Wh.
 WH_FACTOR = {"Wh": Decimal(1), "kWh": Decimal(1000)}
 
@@ -42,6 +46,7 @@ METER_VALUE_RULES = (
     "values become decimal strings with the unit multiplier applied (never exponent notation)",
     "measurands Energy.*.Net and Energy.Apparent.* and units 1.6 lacks are dropped",
     "a signed meter value is an extra sampled value of format SignedData holding the JSON object",
+    "a sample whose unit multiplier is beyond the SI prefixes (±30) is corrupt and dropped",
 )
 
 
@@ -51,9 +56,13 @@ def scaled(sampled: dict[str, Any]) -> Decimal:
     return Decimal(str(sampled["value"])).scaleb(multiplier)
 
 
+def corrupt(sampled: dict[str, Any]) -> bool:
+    return abs(sampled.get("unitOfMeasure", {}).get("multiplier", 0)) > MAX_MULTIPLIER
+
+
 def energy_wh(sampled: dict[str, Any]) -> Decimal | None:
     """An energy register sample in Wh, or None when it is not the total active import register in Wh/kWh."""
-    if sampled.get("measurand", ENERGY_REGISTER) != ENERGY_REGISTER or "phase" in sampled:
+    if sampled.get("measurand", ENERGY_REGISTER) != ENERGY_REGISTER or "phase" in sampled or corrupt(sampled):
         return None
     factor = WH_FACTOR.get(sampled.get("unitOfMeasure", {}).get("unit", "Wh"))
     if factor is None:
@@ -87,6 +96,20 @@ def decimal_string(value: Decimal) -> str:
     return text
 
 
+def value_string(sampled: dict[str, Any]) -> str:
+    """`decimal_string(scaled(sampled))`, without Decimal arithmetic in the common case (no multiplier, a
+    number whose shortest repr has no exponent): that is most of a periodic meter-value frame's cost."""
+    value = sampled["value"]
+    if sampled.get("unitOfMeasure", {}).get("multiplier", 0) == 0 and value:
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
+            return str(int(value))
+        if isinstance(value, float) and not value.is_integer():
+            text = repr(value)
+            if "e" not in text and "n" not in text:  # no exponent, not inf/nan
+                return text
+    return decimal_string(scaled(sampled))
+
+
 def to_sampled_value_16(ctx: Context, sampled: dict[str, Any], units: frozenset[str]) -> list[dict[str, Any]]:
     """1.6 SampledValues for one 2.0.1 SampledValueType (none if it has no 1.6 form, two if signed)."""
     measurand = sampled.get("measurand", ENERGY_REGISTER)
@@ -96,12 +119,14 @@ def to_sampled_value_16(ctx: Context, sampled: dict[str, Any], units: frozenset[
     converted: dict[str, Any] = {}
     unit_of_measure = sampled.get("unitOfMeasure", {})
     unit = unit_of_measure.get("unit", "Wh")
-    value = scaled(sampled)
     unit_16 = unit if unit in units else UNIT_201_TO_16.get(unit)
     if unit_16 not in units:
         ctx.lossy("MeterValues", f"unit {unit} has no OCPP 1.6 counterpart")
         return []
-    converted["value"] = decimal_string(value)
+    if corrupt(sampled):
+        ctx.lossy("MeterValues", f"unitOfMeasure.multiplier {unit_of_measure['multiplier']}: a corrupt sample")
+        return []
+    converted["value"] = value_string(sampled)
     for key in ("context", "phase", "location"):
         if key in sampled:
             converted[key] = sampled[key]
@@ -133,7 +158,7 @@ def meter_values(ctx: Context, payload: dict[str, Any]) -> Generator[Request, An
     converted = to_meter_values_16(ctx, payload["meterValue"])
     if not converted:
         return {}
-    connector_id = ctx.state.connector_for(payload["evseId"], None)
+    connector_id = flat_connector(ctx, payload["evseId"], None)  # a new connector is persisted
     yield Request("MeterValues", {"connectorId": connector_id, "meterValue": converted})
     return {}
 

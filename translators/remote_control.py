@@ -37,9 +37,14 @@ def unlock_connector(ctx: Context, payload: dict[str, Any]) -> Generator[Request
         # station refuses to unlock under an authorized transaction (F05.FR.02), so the proxy stops it.
         tx.stop_reason_16 = "UnlockCommand"
         ctx.touch()
-        stopped = yield Request("RequestStopTransaction", {"transactionId": tx.transaction_id})
+        stopped = {"status": "Rejected"}
+        try:
+            stopped = yield Request("RequestStopTransaction", {"transactionId": tx.transaction_id})
+        finally:
+            if stopped["status"] != "Accepted":  # not stopped (refused, CALLERROR, timeout): no UnlockCommand
+                tx.stop_reason_16 = None
+                ctx.touch()
         if stopped["status"] != "Accepted":
-            tx.stop_reason_16 = None
             return {"status": "UnlockFailed"}
     answer = yield Request("UnlockConnector", {"evseId": evse[0], "connectorId": evse[1]})
     return {"status": UNLOCK_STATUS_TO_16[answer["status"]]}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from translators import meter_values
 from translators.meter_values import decimal_string, register_wh
 
 
@@ -45,3 +49,16 @@ def test_register_ignores_phases_other_measurands_and_non_energy_units() -> None
         }
     ]
     assert register_wh(readings, "Transaction.End") == 5000
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(st.integers(-(10**20), 10**20), st.floats(allow_nan=False, allow_infinity=False),
+              st.floats(-1e6, 1e6).map(lambda x: round(x, 3))),
+    st.sampled_from([None, 0, 1, -3]),
+)  # fmt: skip
+def test_the_fast_value_string_agrees_with_decimal_arithmetic(value: float, multiplier: int | None) -> None:
+    sampled: dict[str, Any] = {"value": value}
+    if multiplier is not None:
+        sampled["unitOfMeasure"] = {"multiplier": multiplier}
+    assert meter_values.value_string(sampled) == meter_values.decimal_string(meter_values.scaled(sampled))
