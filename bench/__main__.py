@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import platform
 import subprocess
@@ -297,12 +298,25 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SCENARIO_ARGUMENT = argparse.ArgumentParser(add_help=False)
+SCENARIO_ARGUMENT.add_argument(
+    "--scenario", choices=("throughput", "storm", "idle"), default="throughput",
+    help="throughput (default: direct, bare relay, proxy), storm (reconnect storm, mTLS with and without TLS "
+    "session resumption), idle (memory per idle charger)",
+)  # fmt: skip
+
+
 def cpu_shares(scenario: dict[str, Any]) -> str:
     return ", ".join(f"{who} {share:.2f}" for who, share in scenario["cpu_share_of_one_core"].items())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    # Other scenarios (bench/storm.py, bench/idle.py) take their own flags: `python -m bench --scenario storm -h`.
+    chosen, rest = SCENARIO_ARGUMENT.parse_known_args()
+    if chosen.scenario != "throughput":
+        importlib.import_module(f"bench.{chosen.scenario}").main(rest)
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, parents=[SCENARIO_ARGUMENT])
     parser.add_argument("--chargers", type=int, default=100, help="simulated 2.0.1 chargers (default 100)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario (default 10)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 chargers, 3 s per scenario")

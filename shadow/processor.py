@@ -9,6 +9,7 @@ been answered. Each envelope is acknowledged only once everything it takes part 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,6 +25,10 @@ from translators import schemas
 from translators.rpc import OcppError
 
 OCPP201 = "ocpp2.0.1"
+# A charger CALL whose live answer never reached the tee (the charger dropped its socket with the CALL in flight,
+# and never came back) is forgotten after this long: the proxy answers every CALL within its call timeout (30 s,
+# once per sequential 1.6 CALL a 2.0.1 CALL fans out into), so by then no answer is coming.
+UNANSWERED_SECONDS = 300.0
 
 
 class ShadowBackend(Protocol):
@@ -112,6 +117,7 @@ class ShardProcessor:
         self.views: dict[str, LegacyView] = {}
         self.lint = Lint()
         self.connections: dict[str, str] = {}  # station → its current connection id (for the lint)
+        self._swept_at = 0.0
 
     async def process(self, entry_id: str, envelope: dict[str, Any]) -> Step:
         step = Step()
@@ -132,11 +138,18 @@ class ShardProcessor:
         station, leg, direction = envelope["station"], envelope["leg"], envelope["dir"]
         if leg == "charger":
             if self.connections.get(station) != envelope["conn"]:
+                previous = self.connections.get(station)
                 self.connections[station] = envelope["conn"]
                 self.lint.on_connect(station)
+                if previous is not None:
+                    step.acks += self.forget(lambda call: call[0] == previous)
             lint_direction = CHARGER_TO_CSMS if direction == "in" else CSMS_TO_CHARGER
             at = envelope["t_ns"] / 1e9
             step.violations = self.lint.observe(station, envelope["proto"], lint_direction, frame, at)
+        now = envelope["t_ns"] / 1e9
+        if now - self._swept_at >= UNANSWERED_SECONDS / 10:
+            self._swept_at = now
+            step.acks += self.forget(lambda call: now - self.pending[call].at > UNANSWERED_SECONDS)
         if leg == "legacy":
             self.views.setdefault(station, LegacyView()).on_frame(direction, frame)
             step.acks.append(entry_id)
@@ -159,6 +172,12 @@ class ShardProcessor:
         else:
             step.acks.append(entry_id)  # the proxy's own CALLs to the charger and their answers
         return step
+
+    def forget(self, unanswerable: Callable[[tuple[str, str]], bool]) -> list[str]:
+        """Drop the charger CALLs whose live answer can no longer come (their connection was replaced, or they
+        are too old); return their entries to acknowledge: with no live answer there is nothing to compare."""
+        gone = [call for call in self.pending if unanswerable(call)]
+        return [self.pending.pop(call).entry_id for call in gone]
 
     async def shadow_answer(
         self, station: str, action: str, payload: dict[str, Any], envelope: dict[str, Any]

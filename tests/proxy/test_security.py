@@ -23,7 +23,7 @@ from peers.legacy_csms import LegacyCsms
 from proxy import pki
 from proxy.app import RunningProxy, start_proxy
 from proxy.passwords import hash_password, password_key
-from proxy.security import TlsFiles, UpstreamSecurity, certificate_cn_key, profile_key
+from proxy.security import AttemptLimiter, TlsFiles, UpstreamSecurity, certificate_cn_key, profile_key
 from tests.conftest import settings_for
 from tests.frames import tee_envelopes
 
@@ -391,3 +391,14 @@ async def boot_through_wss_legacy(
         await running.stop()
         await legacy.stop()
     return legacy
+
+
+def test_the_attempt_limiter_forgets_addresses_whose_bucket_refilled() -> None:
+    limiter = AttemptLimiter(per_second=5.0, burst=20)
+    for address in range(1000):  # chargers on changing (mobile) addresses, each seen once
+        assert limiter.check(f"10.0.{address // 256}.{address % 256}", now=float(address) / 1000) == 0
+    assert limiter.check("10.9.9.9", now=10.0) == 0  # every bucket has refilled by now: they are forgotten
+    assert set(limiter._tokens) == {"10.9.9.9"}
+    for _ in range(20):
+        limiter.check("10.9.9.9", now=10.0)
+    assert limiter.check("10.9.9.9", now=10.0) > 0  # the limit itself still holds
