@@ -44,7 +44,7 @@ HANDSHAKE_REFUSALS = Counter(
 )
 UPSTREAM_FAILURES = Counter(
     "cutover_upstream_failures_total",
-    "Upstream CSMS connections that could not be opened or dropped",
+    "Upstream connections that could not be opened or dropped (the CSMS; state_unavailable: Redis, at connect)",
     ["event"],
 )
 TEE_FRAMES = Counter("cutover_tee_frames_total", "Frames written to the Redis tee streams")

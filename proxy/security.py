@@ -186,6 +186,9 @@ class Admission:
                 raw = await asyncio.wait_for(self.client.get(profile_key(station_id)), 0.5)
                 profile = int(raw) if raw is not None else self.default_profile
             except UNAVAILABLE_OR_UNREADABLE as exc:
+                if cached is None:
+                    # The default could be weaker than the station's own profile: never guess downwards.
+                    raise Refusal(503, "profile_unknown", f"security profile unreadable: {exc!r}") from exc
                 log.warning("profile_lookup_failed station_id=%s error=%r; using %d", station_id, exc, profile)
         self._profiles[station_id] = (profile, now)
         return profile

@@ -40,13 +40,14 @@ from proxy.security import (
     count_refusal,
     redact_credentials_in_logs,
 )
-from proxy.state_store import StateStore
+from proxy.state_store import LOAD_TIMEOUT, StateStore, StateUnavailable
 from proxy.tee import Tee
 from translators import schemas
 from translators.bridge import CHARGER, LEGACY, Bridge, LegName, Outcome, TranslationConfig
 from translators.dispatch import CHARGER_CALLS, LEGACY_CALLS
 from translators.passthrough import Passthrough
 from translators.rpc import V16, V201
+from translators.state import StationState
 
 log = logging.getLogger("cutover.proxy")
 
@@ -59,7 +60,10 @@ CONTROL_TIMEOUT = 1.0  # control-plane bookkeeping in Redis (never on the live p
 DRAIN_POLL_SECONDS = 0.05  # how often a session whose charger left looks whether the legacy answered
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
-REFUSAL_TEXT = {401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later"}
+REFUSAL_TEXT = {
+    401: "authentication required", 403: "not allowed", 429: "too many attempts, retry later",
+    503: "temporarily unavailable, retry later",
+}  # fmt: skip
 # Charger CALLs the control plane reads (model and firmware; open transactions for drain-then-switch).
 WATCHED_ACTIONS = frozenset({"BootNotification", "TransactionEvent"})
 MESSAGE_TYPES = {ord("2"): "call", ord("3"): "result", ord("4"): "error"}
@@ -243,11 +247,16 @@ class Proxy:
             await session.close_charger(1012, f"station moved to {mode}; reconnect")
 
     async def mode_for(self, station_id: str) -> routing.Mode:
-        """The station's routing mode (the last known one if Redis does not answer)."""
+        """The station's routing mode (the last known one if Redis does not answer; `StateUnavailable` if
+        there is none: sending a cut-over station to the legacy would split its transactions)."""
         if self.store.client is not None:
             try:
-                self.modes[station_id] = await asyncio.wait_for(routing.mode_of(self.store.client, station_id), 0.5)
+                self.modes[station_id] = await asyncio.wait_for(
+                    routing.mode_of(self.store.client, station_id), LOAD_TIMEOUT
+                )
             except UNAVAILABLE as exc:
+                if station_id not in self.modes:
+                    raise StateUnavailable(f"{station_id}: its routing mode could not be read: {exc!r}") from exc
                 log.warning("mode_lookup_failed station_id=%s error=%r; using the last known", station_id, exc)
         return self.modes.get(station_id, "legacy")
 
@@ -299,6 +308,8 @@ class Proxy:
             response = connection.respond(refusal.status, f"{REFUSAL_TEXT[refusal.status]}\n")
             if refusal.status == 401:
                 response.headers["WWW-Authenticate"] = 'Basic realm="ocpp-cutover", charset="UTF-8"'
+            elif refusal.status == 503:
+                response.headers["Retry-After"] = "5"
             return response
         return None
 
@@ -319,7 +330,11 @@ class Proxy:
         station_id = station_id_from_path(charger.request.path if charger.request else "/")
         subprotocol = charger.subprotocol or OCPP16
         connection_id = f"{self._instance}-{next(self._connection_ids)}"
-        mode: routing.Mode = await self.mode_for(station_id) if subprotocol == OCPP201 else "legacy"
+        try:
+            mode: routing.Mode = await self.mode_for(station_id) if subprotocol == OCPP201 else "legacy"
+        except StateUnavailable as exc:
+            await refuse_for_now(charger, station_id, exc)
+            return
         if mode == "cutover" and self.settings.native_url is None:
             log.error("native_url_missing station_id=%s; a cut-over station stays on legacy", station_id)
             mode = "legacy"
@@ -388,6 +403,13 @@ class Session:
             if native
             else settings.legacy_url_for(self.station_id)
         )
+        state: StationState | None = None
+        if not native and self.subprotocol == OCPP201:
+            try:
+                state = await self.proxy.store.load(self.station_id)
+            except StateUnavailable as exc:
+                await refuse_for_now(self.charger, self.station_id, exc)
+                return
         self._in_background(self._registered())
         rules = self.proxy.rules
         if native:
@@ -431,8 +453,7 @@ class Session:
             rules.native_reached(self.station_id)
         if native:
             self.engine = Passthrough(self.proxy.schemas, V201)
-        elif self.subprotocol == OCPP201:
-            state = await self.proxy.store.load(self.station_id)
+        elif state is not None:
             device_model = await self.proxy.store.load_device_model(self.station_id)
             self.engine = Bridge(
                 state, self.proxy.schemas, CHARGER_CALLS, LEGACY_CALLS, settings.translation,
@@ -692,6 +713,14 @@ class Session:
                 await self.proxy._apply_mode(self.station_id)
         except UNAVAILABLE as exc:
             log.warning("transactions_count_failed station_id=%s active=%d error=%r", self.station_id, active, exc)
+
+
+async def refuse_for_now(charger: ServerConnection, station_id: str, why: StateUnavailable) -> None:
+    """Close a charger the proxy cannot serve safely yet (Redis unreachable, nothing known of the station):
+    1013, try again later; it queues its events meanwhile, as when its CSMS is away."""
+    metrics.UPSTREAM_FAILURES.labels("state_unavailable").inc()
+    log.warning("station_state_unavailable station_id=%s error=%s; closing the charger so it retries", station_id, why)
+    await charger.close(1013, "station state unavailable, retry later")
 
 
 def record(event: Any) -> None:

@@ -25,10 +25,15 @@ from translators.state import DeviceModel, StationState
 log = logging.getLogger("cutover.state")
 
 SAVE_TIMEOUT = 0.5
+LOAD_TIMEOUT = 2.0  # a station's state is read once per connection, when a storm of them may queue for Redis
 RETRY_AFTER = 1.0
 WATCH_SECONDS = 0.5  # how often the sentinel is checked (a Redis that lost its data is noticed this fast)
 SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
 RESTORE_CHUNK = 500
+
+
+class StateUnavailable(Exception):
+    """A station's state can be neither read from Redis nor taken from this process."""
 
 
 def state_key(station_id: str) -> str:
@@ -99,12 +104,16 @@ class StateStore:
             raise
 
     async def load(self, station_id: str) -> StationState:
-        """The station's last saved state (Redis first, then this process's copy), or a fresh one."""
+        """The station's last saved state (Redis first, then this process's copy), or a fresh one when Redis
+        has none; `StateUnavailable` when Redis cannot be read and this process holds no copy."""
         self._watch_for_data_loss()
         if self.client is not None and station_id not in self._deferred:
             try:
-                raw = await asyncio.wait_for(self.client.get(state_key(station_id)), SAVE_TIMEOUT)
+                raw = await asyncio.wait_for(self.client.get(state_key(station_id)), LOAD_TIMEOUT)
             except UNAVAILABLE as exc:
+                if station_id not in self._local:
+                    # A fresh state could open its running transactions at the legacy a second time.
+                    raise StateUnavailable(f"{station_id}: its translation state could not be read: {exc!r}") from exc
                 log.warning(
                     "state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc
                 )

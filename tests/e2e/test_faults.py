@@ -17,14 +17,14 @@ import redis.asyncio as redis
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from peers.charger201 import Charger201
 from peers.ledger import charger_transactions, check
 from peers.legacy_csms import LegacyCsms, LegacyFaults, wait_for
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import EmbeddedRedis, free_port
-from proxy.state_store import state_key
+from proxy.state_store import StateStore, StateUnavailable, state_key
 from tests.conftest import proxy_url, settings_for
 from tests.frames import invalid_emitted_frames, tee_envelopes
 from translators.state import StationState
@@ -279,3 +279,33 @@ async def test_station_states_are_written_again_when_redis_comes_back_empty(
     finally:
         await charger.close()
         await running.stop()
+
+
+async def test_a_station_the_proxy_knows_nothing_of_waits_while_redis_is_away(legacy: LegacyCsms) -> None:
+    """A fresh proxy that cannot read a station's state or mode does not guess (a fresh state would open its
+    running transactions again; `legacy` would split a cut-over station's): the charger is told to retry."""
+    running = await start_proxy(settings_for(legacy), f"redis://127.0.0.1:{free_port()}/0", None)
+    url = proxy_url(running) + "/AWAY01"
+    try:
+        with pytest.raises(InvalidStatus) as refused:  # its security profile is unknown: 503 at the handshake
+            await connect(url, subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "5"
+        running.proxy.admission.client = None  # as if its profile were known: now its routing mode is not
+        async with connect(url, subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert "AWAY01" not in legacy.connected
+    finally:
+        await running.stop()
+
+
+async def test_a_known_station_is_served_from_the_proxys_copy_when_redis_is_away() -> None:
+    store = StateStore(redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2))
+    with pytest.raises(StateUnavailable, match="NEW01: its translation state could not be read"):
+        await store.load("NEW01")
+    known = StationState("KNOWN01")
+    await store.save(known)  # deferred: Redis is away
+    assert await store.load("KNOWN01") is known
+    await store.close()

@@ -402,3 +402,15 @@ def test_the_attempt_limiter_forgets_addresses_whose_bucket_refilled() -> None:
     for _ in range(20):
         limiter.check("10.9.9.9", now=10.0)
     assert limiter.check("10.9.9.9", now=10.0) > 0  # the limit itself still holds
+
+
+async def test_an_unreadable_profile_refuses_for_now_rather_than_guess_the_default() -> None:
+    from proxy.redis_embedded import free_port
+    from proxy.security import Admission, Refusal
+
+    away = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    admission = Admission(0, away)
+    with pytest.raises(Refusal) as refused:
+        await admission.admit("PROF3", "127.0.0.1", None, None)  # its own profile may be 3: never admit on 0
+    assert (refused.value.status, refused.value.reason) == (503, "profile_unknown")
+    await away.aclose()
