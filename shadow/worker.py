@@ -31,7 +31,8 @@ log = logging.getLogger("cutover.shadow")
 
 GROUP = "shadow"
 LEASE_PREFIX = "cutover:shadow:lease:"
-WORKER_PREFIX = "cutover:shadow:worker:"
+# Live workers: a sorted set, name → when its heartbeat lapses (ms); counted without scanning the keyspace.
+WORKERS = "cutover:shadow:workers"
 # Renew a lease well before it lapses; a dead worker's shards move after LEASE_SECONDS.
 LEASE_SECONDS = 6.0
 RENEW_SECONDS = 2.0
@@ -107,17 +108,32 @@ class ShadowWorker:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def balance(self) -> None:
-        """Renew the leases held, drop lost ones, take free shards up to a fair share."""
-        self._last_renew = time.monotonic()
+    async def renew(self, *, due_only: bool = True) -> int:
+        """Renew this worker's heartbeat and the leases it holds (dropping lost ones), at most every
+        RENEW_SECONDS when `due_only`: called between entries too, so a long batch or a shard's warm-up
+        never lets the other leases lapse. The number of live workers."""
+        now = time.monotonic()
+        if due_only and now - self._last_renew < RENEW_SECONDS:
+            return 0
+        self._last_renew = now
         lease_ms = int(LEASE_SECONDS * 1000)
-        await self.client.set(WORKER_PREFIX + self.name, b"1", px=lease_ms)
-        workers = len([key async for key in self.client.scan_iter(match=WORKER_PREFIX + "*")]) or 1
-        fair = math.ceil(self.shards / workers)
+        now_ms = int(time.time() * 1000)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(WORKERS, {self.name: now_ms + lease_ms})
+            pipe.zremrangebyscore(WORKERS, "-inf", now_ms)
+            pipe.zcard(WORKERS)
+            *_, workers = await pipe.execute()
         for shard in list(self.owned):
             if not await self._renew(keys=[LEASE_PREFIX + str(shard)], args=[self.name, lease_ms]):
                 log.warning("shadow_lease_lost name=%s shard=%d", self.name, shard)
                 del self.owned[shard]
+        return int(workers)
+
+    async def balance(self) -> None:
+        """Renew the leases held, drop lost ones, take free shards up to a fair share."""
+        workers = await self.renew(due_only=False)
+        lease_ms = int(LEASE_SECONDS * 1000)
+        fair = math.ceil(self.shards / max(workers, 1))
         for shard in range(self.shards):
             if len(self.owned) >= fair:
                 break
@@ -137,14 +153,15 @@ class ShadowWorker:
         read from this shard but never acknowledged."""
         await self.warm_up(shard)
         start = "0-0"
-        while True:
+        while shard in self.owned:  # a lease lost meanwhile: the next owner claims what is left
             result = await self.client.xautoclaim(self.key(shard), GROUP, self.name, min_idle_time=0, start_id=start)
             start, entries = result[0], result[1]
             if entries:
                 log.info("shadow_claimed name=%s shard=%d entries=%d", self.name, shard, len(entries))
                 for entry_id, fields in entries:
-                    if fields is not None:
+                    if fields is not None and shard in self.owned:
                         await self.apply(shard, entry_id.decode(), fields)
+                    await self.renew()
             if start in (b"0-0", "0-0") or not entries:
                 return
 
@@ -169,6 +186,7 @@ class ShadowWorker:
             if entry_id not in unacknowledged:
                 await processor.process(entry_id.decode(), unpack(fields[b"e"]))
                 replayed += 1
+                await self.renew()
         if replayed:
             log.info("shadow_warm_up name=%s shard=%d entries=%d", self.name, shard, replayed)
 
@@ -190,6 +208,7 @@ class ShadowWorker:
             for entry_id, fields in entries:
                 if shard in self.owned:
                     await self.apply(shard, entry_id.decode(), fields)
+                await self.renew()
 
     async def enrolled(self, station: str) -> bool:
         """Whether the station is enrolled in the shadow (looked up at most every ENROLLMENT_SECONDS)."""
@@ -250,4 +269,4 @@ class ShadowWorker:
         for shard in list(self.owned):
             await self.client.delete(LEASE_PREFIX + str(shard))
         self.owned.clear()
-        await self.client.delete(WORKER_PREFIX + self.name)
+        await self.client.zrem(WORKERS, self.name)

@@ -304,3 +304,35 @@ async def test_a_station_taken_out_of_the_shadow_is_not_compared(
     assert await redis_client.hgetall(records.COMPARISONS) == {}
     await routing.enroll(redis_client, ["SH07"], True, "test")
     assert await routing.is_enrolled(redis_client, "SH07")
+
+
+class SlowBackend(ReferenceBackend):
+    """The built-in backend, taking longer per answer than a lease lasts over the whole batch."""
+
+    async def answer(self, station: str, action: str, payload: dict[str, Any], timestamp: str) -> Any:
+        await asyncio.sleep(0.05)
+        return await super().answer(station, action, payload, timestamp)
+
+
+async def test_a_long_batch_keeps_the_leases(redis_url: str, redis_client: redis.Redis, lease: None) -> None:
+    """Found by the soak: leases were renewed only between batches, so a batch longer than a lease lost the
+    shards to other workers mid-batch (and they replayed the shard's history: Redis drowned in it)."""
+    for n in range(40):  # 40 × 50 ms = 2 s, twice the lease
+        for seq, (direction, frame) in enumerate(
+            (("in", [2, f"h{n}", "Heartbeat", {}]), ("out", [3, f"h{n}", {"currentTime": "2026-12-02T00:00:00Z"}])),
+            2 * n,
+        ):
+            packed = envelope("SLOW01", "c-slow", seq, "charger", direction, "ocpp2.0.1", orjson.dumps(frame))
+            await redis_client.xadd(stream_key("SLOW01", 16), {"e": packed})
+    client, stop = own_client(redis_url), asyncio.Event()
+    slow = ShadowWorker(client, lambda: SlowBackend(ReferenceCsms(TOKENS)), name="slow")
+    task = asyncio.create_task(slow.run(stop))
+    try:
+        await asyncio.wait_for(until(lambda: drained(redis_client)), 15)
+        assert len(slow.owned) == 16  # no lease lapsed while the batch was worked through
+        assert await redis_client.zscore(worker.WORKERS, "slow") is not None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+    assert await redis_client.zscore(worker.WORKERS, "slow") is None  # released on the way out
