@@ -155,6 +155,9 @@ MAX_REGISTER_WH = Decimal(2**53)
 
 # Bounds on what one station's state may hold, so a misbehaving station cannot grow it without limit.
 MAX_TRANSACTIONS = 64  # beyond it the oldest ended transaction (else the oldest) is forgotten
+# Ended transactions kept (for retransmitted events, which come soon): more only grew the shadow's memory with
+# every session (the soak saw ~2 KiB a session until 64 per station).
+MAX_ENDED_TRANSACTIONS = 4
 MAX_OPEN_REPORTS = 4  # NotifyReport requestIds still collecting parts; the oldest is dropped
 MAX_LISTED_MISSING = 1000  # seqNo gaps listed per transaction
 
@@ -360,6 +363,9 @@ class StationState:
         tx = self.transactions.get(transaction_id)
         if tx is None:
             tx = self.transactions[transaction_id] = ShadowTransaction(transaction_id)
+            ended = [t.transaction_id for t in self.transactions.values() if t.ended is not None]
+            for forgotten in ended[: max(len(ended) - MAX_ENDED_TRANSACTIONS, 0)]:
+                del self.transactions[forgotten]
             if len(self.transactions) > MAX_TRANSACTIONS:
                 oldest = next((t for t in self.transactions.values() if t.ended is not None), None)
                 del self.transactions[(oldest or next(iter(self.transactions.values()))).transaction_id]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadow.reference_csms import MANDATORY_VARIABLES, MAX_TRANSACTIONS, ReferenceCsms
+from shadow.reference_csms import MANDATORY_VARIABLES, MAX_ENDED_TRANSACTIONS, MAX_TRANSACTIONS, ReferenceCsms
 from tests.schema_strategies import payloads
 from translators import schemas
 from translators.dispatch import STATION_ACTIONS_201
@@ -649,3 +649,13 @@ def test_reference_csms_imports_no_io_libraries() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_only_the_last_ended_transactions_are_kept() -> None:
+    csms = new_csms()
+    for n in range(MAX_ENDED_TRANSACTIONS + 3):
+        feed(csms, tx_event("Started", 0, at(n), transaction_id=f"done-{n}", evse={"id": 1}))
+        feed(csms, tx_event("Ended", 1, at(n), transaction_id=f"done-{n}"))
+    feed(csms, tx_event("Started", 0, at(20), transaction_id="running", evse={"id": 1}))
+    ids = [tx.transaction_id for tx in csms.transactions("CS1")]
+    assert ids == [f"done-{n}" for n in range(3, MAX_ENDED_TRANSACTIONS + 3)] + ["running"]
