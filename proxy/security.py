@@ -47,6 +47,7 @@ TLS12_CIPHERS = ":".join(
 )
 PROFILE_KEY = "cutover:profile:"  # + {station}: the station's security profile, overriding the default
 PROFILE_CACHE_SECONDS = 5.0
+PROFILE_LOOKUP_TIMEOUT = 2.0  # a reconnect storm queues its lookups for Redis; an unanswered one refuses (503)
 
 
 def profile_key(station_id: str) -> str:
@@ -183,7 +184,7 @@ class Admission:
         profile = cached[0] if cached else self.default_profile
         if self.client is not None:
             try:
-                raw = await asyncio.wait_for(self.client.get(profile_key(station_id)), 0.5)
+                raw = await asyncio.wait_for(self.client.get(profile_key(station_id)), PROFILE_LOOKUP_TIMEOUT)
                 profile = int(raw) if raw is not None else self.default_profile
             except UNAVAILABLE_OR_UNREADABLE as exc:
                 if cached is None:
