@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from ocpp.exceptions import OCPPError
 from websockets.exceptions import InvalidHandshake
 
+from bench.__main__ import publish
 from peers._wire import utc_now
 from peers.charger201 import Charger201
 from peers.faultproxy import FaultProxy
@@ -816,10 +816,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "scenarios": rows,
         "totals": total,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    print(table(rows, total))
-    print(f"\nwritten {args.output}; proxy logs in {log_root}", file=sys.stderr)
+    publish(results, args.output, table(rows, total), f"; proxy logs in {log_root}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis.asyncio as redis
 import uvloop
 
-from bench.__main__ import Child, healthz, rss_kib, source_revision
+from bench.__main__ import Child, healthz, publish, rss_kib, source_revision
 from bench.chargers import Charger, Tally
 from bench.soak import raise_fd_limit
 from proxy.redis_embedded import EmbeddedRedis, free_port
@@ -169,10 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "open_file_limit": limit,
         "servers": servers,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    print(table(results))
-    print(f"\nwritten {args.output}", file=sys.stderr)
+    publish(results, args.output, table(results))
 
 
 if __name__ == "__main__":

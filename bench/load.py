@@ -43,16 +43,26 @@ class Charger:
             compression=None, ping_interval=None, open_timeout=30,
         )  # fmt: skip
 
-    async def run(self, deadline: float, result: LoadResult) -> None:
-        """Send CALLs back to back until `deadline` (perf_counter); the last one in flight is waited for."""
+    async def run(
+        self, deadline: float, result: LoadResult, interval: float | None = None, first: float = 0.0
+    ) -> None:
+        """Send CALLs until `deadline` (perf_counter): back to back, or with `interval` one every `interval`
+        seconds from `first` (open loop: a late answer delays nothing but its own CALL's next slot); the last
+        one in flight is waited for."""
         connection = self.connection
         assert connection is not None
         message_id = 0
         calls = boot_calls()
         session = 0
         latencies = result.latencies_ns
+        next_send = first
         while True:
             for prefix, suffix in calls:
+                if interval is not None:
+                    wait = next_send - time.perf_counter()
+                    next_send = max(next_send + interval, time.perf_counter())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 if time.perf_counter() >= deadline:
                     return
                 message_id += 1
@@ -95,12 +105,18 @@ async def connect_all(base_url: str, count: int, prefix: str) -> list[Charger]:
     return chargers
 
 
-async def run_all(chargers: list[Charger], duration: float) -> LoadResult:
-    """Every charger in a closed loop for `duration` seconds; returns the chargers' combined view."""
+async def run_all(chargers: list[Charger], duration: float, calls_per_second: float | None = None) -> LoadResult:
+    """Every charger in a closed loop for `duration` seconds, or together sending `calls_per_second` CALLs
+    evenly spread (each charger its share, staggered); returns the chargers' combined view."""
     result = LoadResult()
     started = time.perf_counter()
+    interval = len(chargers) / calls_per_second if calls_per_second else None
     outcomes = await asyncio.gather(
-        *(charger.run(started + duration, result) for charger in chargers), return_exceptions=True
+        *(
+            charger.run(started + duration, result, interval, started + (interval or 0) * index / len(chargers))
+            for index, charger in enumerate(chargers)
+        ),
+        return_exceptions=True,
     )
     result.elapsed = time.perf_counter() - started
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -87,14 +88,29 @@ async def run_relay(upstream: str) -> None:
         await _serve_until_stdin_closes(server.sockets[0].getsockname()[1])
 
 
-async def run_proxy(legacy_url: str, redis_url: str, admin_port: int) -> None:
-    """The full proxy: translation, schema validation, state store and tee to Redis, admin /healthz on."""
+async def run_picows_relay(upstream: str) -> None:
+    """The bare relay on picows (bench/picows_relay.py): the charger-side library choice, measured."""
+    from bench import picows_relay
+
+    server = await picows_relay.serve(upstream)
+    async with server:
+        await _serve_until_stdin_closes(server.sockets[0].getsockname()[1])
+
+
+async def run_proxy(legacy_url: str, redis_url: str, admin_port: int, tls_dir: str | None = None) -> None:
+    """The full proxy: translation, schema validation, state store and tee to Redis, admin /healthz on; with
+    `tls_dir` (a `cutover certs` PKI) wss and security profile 3 (a client certificate per station)."""
     from proxy.app import start_proxy
+    from proxy.security import TlsFiles
     from proxy.server import ProxySettings
 
     settings = ProxySettings(
         listen_host="127.0.0.1", listen_port=0, legacy_url=legacy_url + "/ocpp/{station}", security_profile=0
     )
+    if tls_dir is not None:
+        pki = Path(tls_dir)
+        settings.tls = TlsFiles(pki / "server.pem", pki / "server.key", pki / "ca.pem", pki / "crl.pem")
+        settings.security_profile = 3
     running = await start_proxy(settings, redis_url, admin_listen=("127.0.0.1", admin_port))
     try:
         await _serve_until_stdin_closes(running.proxy.port)
@@ -111,18 +127,21 @@ async def _serve_until_stdin_closes(port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("role", choices=["stub", "relay", "proxy"])
+    parser.add_argument("role", choices=["stub", "relay", "relay-picows", "proxy"])
     parser.add_argument("--upstream", help="the stub's ws:// base URL (relay, proxy)")
     parser.add_argument("--redis", help="Redis URL (proxy)")
     parser.add_argument("--admin-port", type=int, help="admin /healthz port (proxy)")
+    parser.add_argument("--tls-dir", help="a `cutover certs` PKI: wss with security profile 3 (proxy)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.role == "stub":
         uvloop.run(run_stub())
     elif args.role == "relay":
         uvloop.run(run_relay(args.upstream))
+    elif args.role == "relay-picows":
+        uvloop.run(run_picows_relay(args.upstream))
     else:
-        uvloop.run(run_proxy(args.upstream, args.redis, args.admin_port))
+        uvloop.run(run_proxy(args.upstream, args.redis, args.admin_port, args.tls_dir))
 
 
 if __name__ == "__main__":

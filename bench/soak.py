@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis.asyncio as redis
 import uvloop
 
-from bench.__main__ import Child, cpu_seconds, healthz, rss_kib, source_revision
+from bench.__main__ import Child, cpu_seconds, healthz, publish, rss_kib, source_revision
 from bench.chargers import Charger, Pace, Tally, soak_charger
 from proxy.redis_embedded import EmbeddedRedis, free_port
 from proxy.tee import STREAM_PREFIX
@@ -439,10 +438,7 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     results = uvloop.run(run(args))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    print(table(results))
-    print(f"\nwritten {args.output}", file=sys.stderr)
+    publish(results, args.output, table(results))
     sys.exit(1 if failures(results) else 0)
 
 

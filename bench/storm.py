@@ -27,10 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvloop
 
-from bench.__main__ import Child, cpu_seconds, healthz, source_revision
+from bench.__main__ import Child, cpu_seconds, healthz, publish, source_revision
 from bench.chargers import Charger, Tally
 from bench.soak import raise_fd_limit
 from proxy import pki
@@ -213,10 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         "tls": "1.2" if args.tls12 else "1.3",
         "storms": storms,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    print(table(results))
-    print(f"\nwritten {args.output}", file=sys.stderr)
+    publish(results, args.output, table(results))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def problem(status: int, title: str, detail: str, field: str | None = None) -> w
 
 # The operator API; /metrics and /healthz stay open to the scraper and the orchestrator.
 PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls", "/stations", "/switch", "/rollback", "/audit", "/rules")
+# What is read from or written to Redis: a process without Redis answers these 503.
+REDIS_PREFIXES = ("/divergences", "/lint", "/stations", "/switch", "/rollback", "/audit", "/rules")
 SELECTORS: dict[str, type | tuple[type, ...]] = {
     "stations": list, "group": str, "glob": str, "model": str, "firmware": str, "percent": (int, float), "all": bool,
 }  # fmt: skip
@@ -72,6 +74,23 @@ OPENAPI: dict[str, Any] = {
 }  # fmt: skip
 
 
+class BadRequest(Exception):
+    """A handler's way to answer with a problem response from anywhere (the middleware sends it)."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+async def json_body(request: web.Request, default: Any = None) -> Any:
+    """The request's JSON body (`default` when there is none, if given); `BadRequest` if it is not JSON."""
+    if default is not None and not request.can_read_body:
+        return default
+    try:
+        return await request.json()
+    except ValueError:
+        raise BadRequest(problem(400, "Bad body", "the body is not JSON", "body")) from None
+
+
 def make_app(
     health: Callable[[], dict[str, object]],
     client: redis.Redis | None = None,
@@ -89,7 +108,12 @@ def make_app(
                 response = problem(401, "Unauthorized", "a valid bearer token is required")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="ocpp-cutover"'
                 return response
-        return await handler(request)
+        if client is None and request.path.startswith(REDIS_PREFIXES):
+            return problem(503, "No Redis", "this process runs without Redis: nothing to read or change")
+        try:
+            return await handler(request)
+        except BadRequest as bad:
+            return bad.response
 
     async def metrics_handler(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(metrics.registry()))
@@ -101,8 +125,7 @@ def make_app(
         return web.json_response({"status": "ok", **health()})
 
     async def divergences_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis: no divergences to show")
+        assert client is not None
         query = request.query
         try:
             limit = int(query.get("limit", "100"))
@@ -128,8 +151,7 @@ def make_app(
         return web.json_response({"items": found, "next_cursor": cursor})
 
     async def lint_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis: no lint results to show")
+        assert client is not None
         station = request.query.get("station")
         if not station:
             return problem(
@@ -147,8 +169,7 @@ def make_app(
         return web.json_response({"status": "reloaded"})
 
     async def stations_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
+        assert client is not None
         rows = await routing.status(client)
         for row in rows:
             row["divergences"] = await records.station_counts(client, row["station"])
@@ -185,29 +206,19 @@ def make_app(
         return web.json_response({"items": [r.__dict__ for r in results]})
 
     async def switch_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
-        try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "Bad body", "the body is not JSON", "body")
-        return await switch_from(body)
+        assert client is not None
+        return await switch_from(await json_body(request))
 
     async def rollback_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            return problem(400, "Bad body", "the body is not JSON", "body")
+        assert client is not None
+        body = await json_body(request, default={})
         if not isinstance(body, dict):
             return problem(400, "Bad body", "the body must be a JSON object", "body")
         return await switch_from({"to": "legacy", "all": True, "reason": body.get("reason", "rollback"),
                                   **{k: v for k, v in body.items() if k in ("force", "dry_run")}})  # fmt: skip
 
     async def audit_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
+        assert client is not None
         try:
             limit = int(request.query.get("limit", "100"))
             if not 1 <= limit <= MAX_PAGE:
@@ -217,17 +228,12 @@ def make_app(
         return web.json_response({"items": await routing.audit_entries(client, limit, request.query.get("station"))})
 
     async def rules_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
+        assert client is not None
         return web.json_response({"groups": await rollback.group_rules(client)})
 
     async def put_rules_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
-        try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "Bad body", "the body is not JSON", "body")
+        assert client is not None
+        body = await json_body(request)
         try:
             rules = await rollback.set_group_rules(client, request.match_info["group"], body)
         except ValueError as exc:
@@ -236,8 +242,7 @@ def make_app(
         return web.json_response({"group": request.match_info["group"], "rules": rules})
 
     async def delete_rules_handler(request: web.Request) -> web.Response:
-        if client is None:
-            return problem(503, "No Redis", "this process runs without Redis")
+        assert client is not None
         group = request.match_info["group"]
         if not await rollback.clear_group_rules(client, group):
             return problem(404, "No such rules", f"group {group!r} has no rules of its own")

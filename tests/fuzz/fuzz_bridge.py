@@ -51,20 +51,12 @@ def instrumented_imports() -> None:
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from tests.logged_bugs import Bugs  # noqa: E402  (found through ROOT when run as a script)
+
 if __name__ != "__main__":
     instrumented_imports()
 
 
-class Bugs(logging.Handler):
-    """What the bridge logs at ERROR is a translation bug (an exception, or an invalid frame it produced)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        traceback = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-        self.records.append(f"{record.getMessage()}\n{traceback}")
 
 
 def minimal(schema: dict[str, Any], root: dict[str, Any], now: str) -> Any:

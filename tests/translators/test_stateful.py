@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from tests.logged_bugs import Bugs
 from translators import rpc, schemas
 from translators.bridge import CHARGER, LEGACY, Bridge, LegName, Outcome, TranslationConfig
 from translators.dispatch import CHARGER_CALLS, LEGACY_CALLS
@@ -62,16 +63,6 @@ def timestamp(now: float) -> str:
     return (EPOCH + timedelta(seconds=now)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Bugs(logging.Handler):
-    """Collects what the bridge logs at ERROR: a translation bug or an invalid translation."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        traceback = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-        self.records.append(f"{record.getMessage()}\n{traceback}")
 
 
 @dataclass
