@@ -27,8 +27,10 @@ def test_quick_bench_writes_results_of_every_scenario(tmp_path: Path) -> None:
     for key in ("throughput_ratio", "added_p99_ms", "rss_kib_per_charger", "tee_dropped", "machine", "timestamp"):
         assert key in results, key
     assert {"platform", "cpu_count", "python"} <= results["machine"].keys()
-    for name in ("direct", "bare_relay", "proxy"):
+    for name in ("direct", "bare_relay", "proxy", "bare_relay_picows", "bare_relay_paced", "proxy_paced"):
         scenario = results["scenarios"][name]
         assert scenario["calls"] > 0, name
         assert scenario["call_errors"] == 0, scenario["error_samples"]
     assert results["scenarios"]["proxy"]["tee"]["written_total"] > 0
+    assert set(results["targets"]) == {"throughput_ratio", "added_p99_ms_paced", "rss_kib_per_charger", "tee_dropped"}
+    assert all(isinstance(target["met"], bool) for target in results["targets"].values())
