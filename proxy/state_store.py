@@ -12,6 +12,7 @@ written again: a sentinel key of this process, absent again once set, tells that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ log = logging.getLogger("cutover.state")
 SAVE_TIMEOUT = 0.5
 LOAD_TIMEOUT = 2.0  # a station's state is read once per connection, when a storm of them may queue for Redis
 RETRY_AFTER = 1.0
-WATCH_SECONDS = 0.5  # how often the sentinel is checked (a Redis that lost its data is noticed this fast)
+WATCH_SECONDS = 0.25  # how often an idle proxy checks the sentinel (every state write checks it too)
 SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
 RESTORE_CHUNK = 500
 
@@ -58,6 +59,7 @@ class StateStore:
         self._sentinel = f"cutover:sentinel:{{{os.urandom(6).hex()}}}"
         self._sentinel_set = False
         self._watcher: asyncio.Task[None] | None = None
+        self._restorer: asyncio.Task[None] | None = None
 
     def _watch_for_data_loss(self) -> None:
         if self.client is not None and (self._watcher is None or self._watcher.done()):
@@ -66,18 +68,24 @@ class StateStore:
     async def _watch(self) -> None:
         assert self.client is not None
         while True:
+            pause = WATCH_SECONDS
             try:
                 created = await asyncio.wait_for(
                     self.client.set(self._sentinel, b"1", nx=True, ex=SENTINEL_TTL), SAVE_TIMEOUT
                 )
                 if not created:
                     await asyncio.wait_for(self.client.expire(self._sentinel, SENTINEL_TTL), SAVE_TIMEOUT)
-                elif self._sentinel_set:
-                    await self._restore()
-                self._sentinel_set = True
+                self._sentinel_checked(created=bool(created))
             except UNAVAILABLE as exc:
                 log.debug("state_watch_failed error=%r", exc)
-            await asyncio.sleep(WATCH_SECONDS)
+                pause = WATCH_SECONDS / 5  # Redis is coming back, maybe empty: look again soon
+            await asyncio.sleep(pause)
+
+    def _sentinel_checked(self, *, created: bool) -> None:
+        """The sentinel had to be created again: Redis lost its data since this process set it."""
+        if created and self._sentinel_set and (self._restorer is None or self._restorer.done()):
+            self._restorer = asyncio.create_task(self._restore(), name="state-restore")
+        self._sentinel_set = True
 
     async def _restore(self) -> None:
         """Redis came back empty: write every station state and device model this process holds again
@@ -98,10 +106,11 @@ class StateStore:
                         for key, packed in chunk:
                             pipe.set(key, packed, nx=True)
                         await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT * 4)
-        except UNAVAILABLE:
+        except UNAVAILABLE as exc:
             # Not all written: lose the sentinel so that the next check finds the loss again.
-            await asyncio.wait_for(self.client.delete(self._sentinel), SAVE_TIMEOUT)
-            raise
+            log.warning("state_restore_failed error=%r; trying again at the next check", exc)
+            with contextlib.suppress(*UNAVAILABLE):
+                await asyncio.wait_for(self.client.delete(self._sentinel), SAVE_TIMEOUT)
 
     async def load(self, station_id: str) -> StationState:
         """The station's last saved state (Redis first, then this process's copy), or a fresh one when Redis
@@ -182,14 +191,21 @@ class StateStore:
         while self._batch:
             batch, self._batch = self._batch, {}
             try:
+                # Every write also checks the sentinel: under load, a Redis that lost its data is noticed at
+                # the first write after, not at the next poll.
                 if redis_batch.is_plain(self.client):
                     commands = [redis_batch.pack(b"SET", key.encode(), packed) for key, (packed, _) in batch.items()]
-                    await redis_batch.execute(self.client, commands, SAVE_TIMEOUT)
+                    sentinel = redis_batch.pack(
+                        b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", str(SENTINEL_TTL).encode()
+                    )
+                    replies = await redis_batch.execute(self.client, [sentinel, *commands], SAVE_TIMEOUT)
                 else:
                     async with self.client.pipeline(transaction=False) as pipe:
+                        pipe.set(self._sentinel, b"1", nx=True, ex=SENTINEL_TTL)
                         for key, (packed, _) in batch.items():
                             pipe.set(key, packed)
-                        await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT)
+                        replies = await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT)
+                self._sentinel_checked(created=bool(replies[0]))
             except BaseException as exc:
                 failure = exc if isinstance(exc, Exception) else ConnectionError("state store closing")
                 for _, waiting in batch.values():
@@ -227,6 +243,6 @@ class StateStore:
         log.info("state_store_recovered")
 
     async def close(self) -> None:
-        for task in (self._task, self._writer, self._watcher):
+        for task in (self._task, self._writer, self._watcher, self._restorer):
             if task is not None:
                 task.cancel()
