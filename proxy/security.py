@@ -204,8 +204,9 @@ class Admission:
             wait = limiter.check(key, now)
             if wait:
                 raise Refusal(429, "rate_limited", f"too many attempts for {key}; retry in {wait:.1f} s")
+        profile = await self.profile_of(station_id)  # unreadable (503): not a failed authentication, no penalty
         try:
-            await self._authenticate(station_id, await self.profile_of(station_id), authorization, tls)
+            await self._authenticate(station_id, profile, authorization, tls)
         except Refusal:
             for limiter, key in limits:
                 limiter.failed(key, now)

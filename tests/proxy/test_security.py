@@ -413,4 +413,8 @@ async def test_an_unreadable_profile_refuses_for_now_rather_than_guess_the_defau
     with pytest.raises(Refusal) as refused:
         await admission.admit("PROF3", "127.0.0.1", None, None)  # its own profile may be 3: never admit on 0
     assert (refused.value.status, refused.value.reason) == (503, "profile_unknown")
+    for _ in range(4):  # a Redis outage is no failed authentication: the charger is not penalised for it
+        with pytest.raises(Refusal) as again:
+            await admission.admit("PROF3", "127.0.0.1", None, None)
+        assert again.value.status == 503
     await away.aclose()
