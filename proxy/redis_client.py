@@ -26,6 +26,10 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # Connections per client: stations share them, and a caller waits for a free one rather than failing
 # (the plain pool raises once its connections are all in use, as a benchmark with 100 chargers showed).
 POOL_SIZE = 32
+# How long a command may wait for a pooled connection and for its reply. The live path bounds its own calls
+# far tighter (a state write: 0.5 s); what may wait is a reconnect storm's lookups, queued behind its
+# handshakes on a busy event loop (1 s refused hundreds of a 1,000-charger storm).
+QUEUE_SECONDS = 5.0
 # A cluster client keeps a pool per node and has no waiting pool: give it room instead.
 CLUSTER_POOL_SIZE = 128
 
@@ -57,7 +61,7 @@ def connect(url: str, *, fail_fast: bool = False) -> aioredis.Redis:
     options: dict[str, Any] = {}
     if fail_fast:
         options = {
-            "socket_connect_timeout": 0.25, "socket_timeout": 1.0, "retry": Retry(NoBackoff(), 0),
+            "socket_connect_timeout": 0.25, "socket_timeout": QUEUE_SECONDS, "retry": Retry(NoBackoff(), 0),
         }  # fmt: skip
     if is_cluster(url):
         cluster = RedisCluster.from_url(node_url(url), max_connections=CLUSTER_POOL_SIZE, **options)
@@ -65,7 +69,7 @@ def connect(url: str, *, fail_fast: bool = False) -> aioredis.Redis:
     if not fail_fast:
         return aioredis.Redis.from_url(url)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=1.0, retry_on_timeout=False, **options
+        url, max_connections=POOL_SIZE, timeout=QUEUE_SECONDS, retry_on_timeout=False, **options
     )
     return aioredis.Redis(connection_pool=pool)
 

@@ -47,7 +47,7 @@ TLS12_CIPHERS = ":".join(
 )
 PROFILE_KEY = "cutover:profile:"  # + {station}: the station's security profile, overriding the default
 PROFILE_CACHE_SECONDS = 5.0
-PROFILE_LOOKUP_TIMEOUT = 2.0  # a reconnect storm queues its lookups for Redis; an unanswered one refuses (503)
+PROFILE_LOOKUP_TIMEOUT = 5.0  # a reconnect storm queues its lookups (its handshakes hold the loop); then 503
 
 
 def profile_key(station_id: str) -> str:

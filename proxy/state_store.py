@@ -26,7 +26,7 @@ from translators.state import DeviceModel, StationState
 log = logging.getLogger("cutover.state")
 
 SAVE_TIMEOUT = 0.5
-LOAD_TIMEOUT = 2.0  # a station's state is read once per connection, when a storm of them may queue for Redis
+LOAD_TIMEOUT = 5.0  # read once per connection: in a reconnect storm the lookups queue behind its handshakes
 RETRY_AFTER = 1.0
 WATCH_SECONDS = 0.25  # how often an idle proxy checks the sentinel (every state write checks it too)
 SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
