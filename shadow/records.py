@@ -16,7 +16,8 @@ STREAM_MAXLEN = 100_000
 BY_STATION = "cutover:{divergences}:station:"  # + station id: hash kind → count
 BY_ACTION = "cutover:{divergences}:action"  # hash "action|kind" → count
 COMPARISONS = "cutover:{divergences}:comparisons"  # hash action → comparisons made
-DONE = "cutover:shadow:done:"  # + comparison id: marker, so a redelivered comparison is not counted twice
+# + comparison id: marker, so a redelivered comparison is not counted twice (in the same slot: written together)
+DONE = "cutover:{divergences}:done:"
 DONE_TTL_SECONDS = 7 * 24 * 3600
 
 
@@ -38,18 +39,28 @@ class Record:
         }  # fmt: skip
 
 
+# The marker, the counters and the records of one comparison in one atomic step: a worker killed between
+# setting the marker and counting lost the comparison for good (its successor found it marked done).
+WRITE = """
+if not redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('hincrby', KEYS[2], ARGV[2], 1)
+for i = 0, (#ARGV - 3) / 3 - 1 do
+  redis.call('xadd', KEYS[3], 'MAXLEN', ARGV[3], '*', 'd', ARGV[4 + 3 * i])
+  redis.call('hincrby', KEYS[5 + i], ARGV[5 + 3 * i], 1)
+  redis.call('hincrby', KEYS[4], ARGV[6 + 3 * i], 1)
+end
+return 1
+"""
+
+
 async def write(client: redis.Redis, comparison: str, action: str, records: list[Record]) -> bool:
-    """Write one comparison's records and counters once; False if this comparison was already written."""
-    if not await client.set(DONE + comparison, b"1", nx=True, ex=DONE_TTL_SECONDS):
-        return False
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hincrby(COMPARISONS, action, 1)
-        for record in records:
-            pipe.xadd(STREAM, {"d": msgpack.packb(record.as_dict(), use_bin_type=True)}, maxlen=STREAM_MAXLEN)
-            pipe.hincrby(BY_STATION + record.station, record.kind, 1)
-            pipe.hincrby(BY_ACTION, f"{record.action}|{record.kind}", 1)
-        await pipe.execute()
-    return True
+    """Write one comparison's records and counters once, atomically; False if it was already written."""
+    keys = [DONE + comparison, COMPARISONS, STREAM, BY_ACTION, *(BY_STATION + record.station for record in records)]
+    args: list[Any] = [DONE_TTL_SECONDS, action, STREAM_MAXLEN]
+    for record in records:
+        args += [msgpack.packb(record.as_dict(), use_bin_type=True), record.kind, f"{record.action}|{record.kind}"]
+    written: Any = await client.eval(WRITE, len(keys), *keys, *args)
+    return bool(written)
 
 
 async def query(
