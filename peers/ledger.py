@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from peers.legacy_csms import LegacyTransaction
+
 __all__ = ["ChargerTransaction", "LedgerReport", "charger_transactions", "check"]
 
 Key = tuple[Any, ...]
@@ -47,17 +49,6 @@ class ChargerTransaction:
     @property
     def billable(self) -> bool:
         return self.id_token is not None
-
-
-class _LegacyLike(Protocol):
-    transaction_id: int
-    station_id: str
-    connector_id: int
-    id_tag: str
-    meter_start: int
-    start_timestamp: str
-    meter_stop: int | None
-    meter_values: list[dict[str, Any]]
 
 
 class _ChargerLike(Protocol):
@@ -136,13 +127,13 @@ def charger_transactions(chargers: Iterable[_ChargerLike]) -> list[ChargerTransa
     return found
 
 
-def check(reported: Iterable[ChargerTransaction], legacy: Mapping[int, _LegacyLike]) -> LedgerReport:
+def check(reported: Iterable[ChargerTransaction], legacy: Mapping[int, LegacyTransaction]) -> LedgerReport:
     """Match every billable charger transaction with the legacy's transactions and report every difference."""
     report = LedgerReport()
     billable = sorted((tx for tx in reported if tx.billable), key=lambda tx: (tx.started or "", tx.transaction_id))
     report.transactions = len(billable)
     legacy_txs = sorted(legacy.values(), key=lambda tx: tx.transaction_id)
-    matches: dict[str, list[_LegacyLike]] = defaultdict(list)
+    matches: dict[str, list[LegacyTransaction]] = defaultdict(list)
     unmatched_legacy = _match(
         billable,
         legacy_txs,
@@ -202,13 +193,13 @@ def check(reported: Iterable[ChargerTransaction], legacy: Mapping[int, _LegacyLi
 
 def _match(
     charger_txs: list[ChargerTransaction],
-    legacy_txs: list[_LegacyLike],
+    legacy_txs: list[LegacyTransaction],
     charger_key: Any,
     legacy_key: Any,
-    matches: dict[str, list[_LegacyLike]],
-) -> list[_LegacyLike]:
+    matches: dict[str, list[LegacyTransaction]],
+) -> list[LegacyTransaction]:
     """Add matches by key (same Started timestamp first, then in order); return the legacy ones left."""
-    by_key: dict[Key, list[_LegacyLike]] = defaultdict(list)
+    by_key: dict[Key, list[LegacyTransaction]] = defaultdict(list)
     for legacy_tx in legacy_txs:
         by_key[legacy_key(legacy_tx)].append(legacy_tx)
     charger_by_key: dict[Key, list[ChargerTransaction]] = defaultdict(list)
@@ -229,8 +220,10 @@ def _match(
 
 
 def _attach_by_time(
-    charger_txs: list[ChargerTransaction], legacy_txs: list[_LegacyLike], matches: dict[str, list[_LegacyLike]]
-) -> list[_LegacyLike]:
+    charger_txs: list[ChargerTransaction],
+    legacy_txs: list[LegacyTransaction],
+    matches: dict[str, list[LegacyTransaction]],
+) -> list[LegacyTransaction]:
     """Give a legacy transaction left over to the charger transaction of its station, connector and idTag that
     was running when it started (a second StartTransaction for it, sent with other values); return the rest."""
     left = []
@@ -248,5 +241,5 @@ def _attach_by_time(
     return left
 
 
-def _untouched(legacy_tx: _LegacyLike) -> bool:
+def _untouched(legacy_tx: LegacyTransaction) -> bool:
     return legacy_tx.meter_stop is None and not legacy_tx.meter_values

@@ -3,21 +3,21 @@
 redis-py spends 40–120 µs of CPU per command (argument encoding, pool checkout, a parser timeout set-up per
 reply); the live path's writes — station state and tee envelopes — are a few commands of one shape, so they
 are packed here directly and go out on one pooled connection as a single pipeline. A Redis Cluster client
-has no single connection to write on: callers then fall back to its own pipeline (`is_plain`).
+has no single connection to write on: there the same commands go through its own pipeline, which routes
+each by slot. Replies are raw on a plain client and parsed by redis-py on a cluster: read them as truthy
+or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
 
-
-def is_plain(client: object) -> bool:
-    """Whether batches can be written on one of the client's own connections (not a Redis Cluster)."""
-    return isinstance(client, redis.Redis)
+Command = tuple[bytes, ...]
 
 
 def pack(*args: bytes) -> bytes:
@@ -30,14 +30,19 @@ def pack(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-async def execute(client: redis.Redis, commands: list[bytes], within: float) -> list[Any]:
-    """Send packed commands in one write and read their replies, all within `within` seconds; raises on the
-    first error (the connection is then dropped, so no reply is ever read out of turn)."""
+async def execute(client: redis.Redis, commands: Sequence[Command], within: float) -> list[Any]:
+    """Send the commands as one pipeline and read their replies, all within `within` seconds; raises on the
+    first error (a plain connection is then dropped, so no reply is ever read out of turn)."""
+    if not isinstance(client, redis.Redis):  # a Redis Cluster
+        async with client.pipeline(transaction=False) as pipe:
+            for name, *args in commands:
+                pipe.execute_command(name.decode(), *args)  # its routing reads the command's name as text
+            return await asyncio.wait_for(pipe.execute(), within)
     pool = client.connection_pool
     async with asyncio.timeout(within):
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command(commands, check_health=False)
+            await connection.send_packed_command([pack(*command) for command in commands], check_health=False)
             return [await connection.read_response(disable_decoding=True, timeout=math.inf) for _ in commands]
         except BaseException:
             await connection.disconnect(nowait=True)

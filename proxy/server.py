@@ -699,16 +699,12 @@ class Session:
         client = self.proxy.store.client
         assert client is not None
         station_key, route_key = routing.station_key(self.station_id), routing.route_key(self.station_id)
-        try:
-            if redis_batch.is_plain(client):  # one round trip, packed: this runs twice per charging session
-                commands = [redis_batch.pack(b"HSET", station_key.encode(), b"active_transactions", b"%d" % active)]
-                if active == 0:
-                    commands.append(redis_batch.pack(b"HEXISTS", route_key.encode(), b"pending"))
-                replies = await redis_batch.execute(client, commands, CONTROL_TIMEOUT)
-                pending = active == 0 and bool(replies[1])
-            else:
-                await client.hset(station_key, "active_transactions", active)
-                pending = active == 0 and bool(await client.hexists(route_key, "pending"))
+        commands: list[redis_batch.Command] = [(b"HSET", station_key.encode(), b"active_transactions", b"%d" % active)]
+        if active == 0:
+            commands.append((b"HEXISTS", route_key.encode(), b"pending"))
+        try:  # one round trip: this runs twice per charging session
+            replies = await redis_batch.execute(client, commands, CONTROL_TIMEOUT)
+            pending = active == 0 and bool(replies[1])
             if pending and await routing.on_idle(client, self.station_id) is not None:
                 await self.proxy._apply_mode(self.station_id)
         except UNAVAILABLE as exc:

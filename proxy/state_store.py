@@ -91,21 +91,18 @@ class StateStore:
         """Redis came back empty: write every station state and device model this process holds again
         (`SET NX`: never over one that another proxy instance wrote meanwhile)."""
         assert self.client is not None
-        entries = [(state_key(station_id), state.dumps()) for station_id, state in self._local.items()]
-        entries += [(device_model_key(station_id), model.dumps()) for station_id, model in self._models.items()]
+        entries: list[redis_batch.Command] = [
+            (b"SET", state_key(station_id).encode(), state.dumps(), b"NX") for station_id, state in self._local.items()
+        ]
+        entries += [
+            (b"SET", device_model_key(station_id).encode(), model.dumps(), b"NX")
+            for station_id, model in self._models.items()
+        ]
         log.warning("redis_data_lost states=%d; writing this proxy's station states again", len(entries))
         metrics.STATE_RESTORES.inc()
         try:
             for start in range(0, len(entries), RESTORE_CHUNK):
-                chunk = entries[start : start + RESTORE_CHUNK]
-                if redis_batch.is_plain(self.client):
-                    commands = [redis_batch.pack(b"SET", key.encode(), packed, b"NX") for key, packed in chunk]
-                    await redis_batch.execute(self.client, commands, SAVE_TIMEOUT * 4)
-                else:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for key, packed in chunk:
-                            pipe.set(key, packed, nx=True)
-                        await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT * 4)
+                await redis_batch.execute(self.client, entries[start : start + RESTORE_CHUNK], SAVE_TIMEOUT * 4)
         except UNAVAILABLE as exc:
             # Not all written: lose the sentinel so that the next check finds the loss again.
             log.warning("state_restore_failed error=%r; trying again at the next check", exc)
@@ -193,18 +190,9 @@ class StateStore:
             try:
                 # Every write also checks the sentinel: under load, a Redis that lost its data is noticed at
                 # the first write after, not at the next poll.
-                if redis_batch.is_plain(self.client):
-                    commands = [redis_batch.pack(b"SET", key.encode(), packed) for key, (packed, _) in batch.items()]
-                    sentinel = redis_batch.pack(
-                        b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", str(SENTINEL_TTL).encode()
-                    )
-                    replies = await redis_batch.execute(self.client, [sentinel, *commands], SAVE_TIMEOUT)
-                else:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        pipe.set(self._sentinel, b"1", nx=True, ex=SENTINEL_TTL)
-                        for key, (packed, _) in batch.items():
-                            pipe.set(key, packed)
-                        replies = await asyncio.wait_for(pipe.execute(), SAVE_TIMEOUT)
+                sentinel = (b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL)
+                sets = [(b"SET", key.encode(), packed) for key, (packed, _) in batch.items()]
+                replies = await redis_batch.execute(self.client, [sentinel, *sets], SAVE_TIMEOUT)
                 self._sentinel_checked(created=bool(replies[0]))
             except BaseException as exc:
                 failure = exc if isinstance(exc, Exception) else ConnectionError("state store closing")

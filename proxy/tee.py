@@ -150,18 +150,9 @@ class Tee:
 
     async def _write(self, batch: list[tuple[str, bytes]]) -> None:
         assert self.client is not None
-        if redis_batch.is_plain(self.client):
-            maxlen = str(self.stream_maxlen).encode()
-            commands = [
-                redis_batch.pack(b"XADD", key.encode(), b"MAXLEN", b"~", maxlen, b"*", b"e", packed)
-                for key, packed in batch
-            ]
-            await redis_batch.execute(self.client, commands, WRITE_TIMEOUT)
-            return
-        async with self.client.pipeline(transaction=False) as pipe:  # Redis Cluster: its pipeline routes by slot
-            for key, packed in batch:
-                pipe.xadd(key, {"e": packed}, maxlen=self.stream_maxlen, approximate=True)
-            await asyncio.wait_for(pipe.execute(), timeout=WRITE_TIMEOUT)
+        maxlen = b"%d" % self.stream_maxlen
+        commands = [(b"XADD", key.encode(), b"MAXLEN", b"~", maxlen, b"*", b"e", packed) for key, packed in batch]
+        await redis_batch.execute(self.client, commands, WRITE_TIMEOUT)
 
     async def _flush_forever(self) -> None:
         while not self._stopping:
