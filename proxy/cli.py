@@ -15,7 +15,7 @@ from typing import Any
 
 from proxy import config, control_cli
 from proxy.config import ConfigError
-from proxy.rollback import RollbackRules
+from proxy.rollback import RollbackRules, Thresholds
 from proxy.security import TlsFiles, UpstreamSecurity
 from proxy.server import ProxySettings
 from shadow import cli as shadow_cli
@@ -153,11 +153,13 @@ def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
         native_url=values["native_url"],
         native=native_security(values),
         rollback=RollbackRules(
-            tls_failures=values["rollback_tls_failures"],
-            unreachable_seconds=values["rollback_unreachable_seconds"],
-            max_error_rate=values["rollback_error_rate"],
-            window=values["rollback_window"],
-            enabled=values["auto_rollback"] == "on",
+            Thresholds(
+                tls_failures=values["rollback_tls_failures"],
+                unreachable_seconds=values["rollback_unreachable_seconds"],
+                max_error_rate=values["rollback_error_rate"],
+                window=values["rollback_window"],
+                enabled=values["auto_rollback"] == "on",
+            )
         ),
         security_profile=values["security_profile"],
         tls=tls_files(values),

@@ -143,22 +143,11 @@ async def thresholds_for(client: redis.Redis | None, station_id: str, defaults: 
 class RollbackRules:
     """A proxy's view of its cut-over stations: the state each rule keeps, per station."""
 
-    unreachable_seconds: float = 30.0
-    max_error_rate: float = 0.2
-    window: int = 20
-    enabled: bool = True
-    tls_failures: int = 3
+    defaults: Thresholds = field(default_factory=Thresholds)  # the deployment's flags
     _stations: dict[str, Thresholds] = field(default_factory=dict)
     _down_since: dict[str, float] = field(default_factory=dict)
     _tls_failed: dict[str, int] = field(default_factory=dict)
     _answers: dict[str, deque[bool]] = field(default_factory=dict)  # per station: was each answer an error
-
-    @property
-    def defaults(self) -> Thresholds:
-        return Thresholds(
-            unreachable_seconds=self.unreachable_seconds, tls_failures=self.tls_failures,
-            max_error_rate=self.max_error_rate, window=self.window, enabled=self.enabled,
-        )  # fmt: skip
 
     def configure(self, station_id: str, thresholds: Thresholds) -> None:
         """Use the station's own thresholds (its groups' rules) from now on."""

@@ -21,7 +21,7 @@ from peers.legacy_csms import LegacyCsms, wait_for
 from proxy import pki, rollback, routing
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import free_port
-from proxy.rollback import RollbackRules
+from proxy.rollback import RollbackRules, Thresholds
 from proxy.security import AttemptLimiter, UpstreamSecurity
 from tests.conftest import proxy_url, settings_for
 from tests.peers.native_csms import NativeCsms
@@ -58,7 +58,7 @@ async def test_unreachable_new_csms(
 ) -> None:
     before = fired("native_unreachable")
     running = await proxy_to(
-        legacy, f"ws://127.0.0.1:{free_port()}/gone", redis_url, RollbackRules(unreachable_seconds=0.5)
+        legacy, f"ws://127.0.0.1:{free_port()}/gone", redis_url, RollbackRules(Thresholds(unreachable_seconds=0.5))
     )
     running.proxy.admission.by_station = AttemptLimiter(100.0, 100)  # this test's charger retries fast
     charger = Charger201("RB01", proxy_url(running), response_timeout=2)
@@ -107,7 +107,7 @@ async def test_callerror_rate_of_the_new_csms(
     legacy: LegacyCsms, native: NativeCsms, redis_url: str, redis_client: redis.Redis, cut_over: None
 ) -> None:
     before = fired("callerror_rate")
-    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(window=4, max_error_rate=0.5))
+    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(Thresholds(window=4, max_error_rate=0.5)))
     charger = Charger201("RB03", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
     try:
         await charger.connect()
@@ -149,7 +149,7 @@ async def test_tls_failures_with_the_new_csms(
 ) -> None:  # fmt: skip
     native, ca = native_wss
     before = fired("native_tls_failed")
-    trusting = await proxy_to(legacy, native.url, redis_url, RollbackRules(tls_failures=2))
+    trusting = await proxy_to(legacy, native.url, redis_url, RollbackRules(Thresholds(tls_failures=2)))
     trusting.proxy.native_tls = UpstreamSecurity(ca=ca).context()
     charger = Charger201("RB01", proxy_url(trusting))
     try:  # the new CSMS's certificate verifies: the station boots there and nothing fires
@@ -160,7 +160,9 @@ async def test_tls_failures_with_the_new_csms(
         await charger.close()
         await trusting.stop()
     assert fired("native_tls_failed") == before
-    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(tls_failures=2))  # system CAs only
+    running = await proxy_to(
+        legacy, native.url, redis_url, RollbackRules(Thresholds(tls_failures=2))
+    )  # system CAs only
     running.proxy.admission.by_station = AttemptLimiter(100.0, 100)
     charger = Charger201("RB01", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
     try:
@@ -181,7 +183,7 @@ async def test_a_group_rule_is_stricter_than_the_flags(
     await redis_client.sadd(routing.group_key("canary"), "RB03")
     await rollback.set_group_rules(redis_client, "canary", {"window": 2, "max_error_rate": 0.4})
     before = fired("callerror_rate")
-    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(window=50, max_error_rate=0.9))
+    running = await proxy_to(legacy, native.url, redis_url, RollbackRules(Thresholds(window=50, max_error_rate=0.9)))
     loose = Charger201("RB02", proxy_url(running))
     strict = Charger201("RB03", proxy_url(running), auto_reconnect=True, reconnect_delay=0.05)
     try:

@@ -46,14 +46,14 @@ def test_rules_stay_on_unless_every_group_turns_them_off() -> None:
 
 
 def test_per_station_thresholds_drive_the_error_rate_rule() -> None:
-    rules = RollbackRules(window=4, max_error_rate=0.5)
+    rules = RollbackRules(Thresholds(window=4, max_error_rate=0.5))
     rules.configure("STRICT", Thresholds(window=2, max_error_rate=0.4))
     assert [rules.answered("STRICT", True) for _ in range(2)] == [False, True]
     assert [rules.answered("LOOSE", True) for _ in range(2)] == [False, False]
 
 
 def test_tls_failures_in_a_row_fire_once_and_a_success_resets_them() -> None:
-    rules = RollbackRules(tls_failures=3)
+    rules = RollbackRules(Thresholds(tls_failures=3))
     assert [rules.native_tls_failed("CP") for _ in range(2)] == [False, False]
     rules.native_reached("CP")
     assert [rules.native_tls_failed("CP") for _ in range(3)] == [False, False, True]
