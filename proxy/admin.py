@@ -29,8 +29,8 @@ def problem(status: int, title: str, detail: str, field: str | None = None) -> w
 
 # The operator API; /metrics and /healthz stay open to the scraper and the orchestrator.
 PROTECTED_PREFIXES = ("/divergences", "/lint", "/tls", "/stations", "/switch", "/rollback", "/audit", "/rules")
-# What is read from or written to Redis: a process without Redis answers these 503.
-REDIS_PREFIXES = ("/divergences", "/lint", "/stations", "/switch", "/rollback", "/audit", "/rules")
+# What is read from or written to Redis (all of the API but the TLS reload): without Redis, 503.
+REDIS_PREFIXES = tuple(prefix for prefix in PROTECTED_PREFIXES if prefix != "/tls")
 SELECTORS: dict[str, type | tuple[type, ...]] = {
     "stations": list, "group": str, "glob": str, "model": str, "firmware": str, "percent": (int, float), "all": bool,
 }  # fmt: skip
@@ -56,15 +56,7 @@ OPENAPI: dict[str, Any] = {
         "/rules": {"get": {"summary": "automatic rollback thresholds each group overrides"}},
         "/rules/{group}": {
             "put": {"summary": "merge thresholds into a group's rules", "requestBody": {"content": {
-                "application/json": {"schema": {"type": "object", "minProperties": 1, "additionalProperties": False,
-                    "properties": {
-                        "unreachable_seconds": {"type": "number", "exclusiveMinimum": 0},
-                        "tls_failures": {"type": "integer", "minimum": 1},
-                        "max_error_rate": {"type": "number", "minimum": 0, "maximum": 1},
-                        "window": {"type": "integer", "minimum": 1},
-                        "divergence_rate": {"type": "number", "minimum": 0, "maximum": 1},
-                        "divergence_window": {"type": "integer", "minimum": 1},
-                        "enabled": {"type": "boolean"}}}}}}},
+                "application/json": {"schema": rollback.overrides_schema()}}}},
             "delete": {"summary": "the group's rules back to the proxies' flags"},
         },
         "/divergences": {"get": {"summary": "shadow divergences (station, action, kind, since, limit, cursor)"}},

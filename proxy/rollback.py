@@ -65,6 +65,18 @@ LIMITS: dict[str, tuple[type, float, float, bool]] = {
 }
 
 
+def overrides_schema() -> dict[str, Any]:
+    """The JSON schema of a group's overrides, from LIMITS (what `check_overrides` enforces)."""
+    properties: dict[str, Any] = {"enabled": {"type": "boolean"}}
+    for name, (kind, low, high, inclusive) in LIMITS.items():
+        properties[name] = {
+            "type": "integer" if kind is int else "number",
+            "minimum" if inclusive else "exclusiveMinimum": low,
+            "maximum": high,
+        }
+    return {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": properties}
+
+
 def check_overrides(overrides: Any) -> dict[str, Any]:
     """The overrides, checked; ValueError naming the first bad field."""
     if not isinstance(overrides, dict) or not overrides:

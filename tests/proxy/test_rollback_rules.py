@@ -147,3 +147,19 @@ async def test_the_rules_api(redis_client: redis.Redis) -> None:
                 assert "/rules/{group}" in (await response.json())["paths"]
     finally:
         await admin.stop()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"window": 5}, {"window": 0}, {"max_error_rate": 1.5}, {"unreachable_seconds": 0}, {"unreachable_seconds": 1},
+     {"tls_failures": 1001}, {"enabled": False}, {"colour": 1}, {}],
+)  # fmt: skip
+def test_the_openapi_schema_of_the_overrides_says_what_is_checked(overrides: dict[str, object]) -> None:
+    import jsonschema_rs
+
+    try:
+        rollback.check_overrides(overrides)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert jsonschema_rs.validator_for(rollback.overrides_schema()).is_valid(overrides) == accepted
