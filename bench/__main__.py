@@ -53,6 +53,13 @@ class Child:
             raise RuntimeError(f"bench.servers {' '.join(args)} exited with {process.wait()} before listening")
         return cls(process, int(orjson.loads(line)["port"]))
 
+    @classmethod
+    def start_proxy(cls, stub_url: str, redis_url: str) -> tuple[Child, int]:
+        """The full proxy toward the stub, its state and tee in `redis_url`; and its admin (/healthz) port."""
+        admin_port = free_port()
+        proxy = cls.start("proxy", "--upstream", stub_url, "--redis", redis_url, "--admin-port", str(admin_port))
+        return proxy, admin_port
+
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
@@ -191,10 +198,7 @@ async def run(chargers: int, duration: float) -> dict[str, Any]:
             picows.stop()
 
         with EmbeddedRedis() as redis_server:
-            admin_port = free_port()
-            proxy = Child.start(
-                "proxy", "--upstream", stub.url, "--redis", redis_server.url, "--admin-port", str(admin_port)
-            )
+            proxy, admin_port = Child.start_proxy(stub.url, redis_server.url)
             try:
                 print(f"proxy: {chargers} chargers → proxy (tee → Redis) → stub, {duration:g} s", file=sys.stderr)
                 redis_pid = redis_server._process.pid if redis_server._process is not None else None

@@ -25,7 +25,7 @@ import uvloop
 from bench.__main__ import Child, healthz, publish, rss_kib, source_revision
 from bench.chargers import Charger, Tally
 from bench.soak import raise_fd_limit
-from proxy.redis_embedded import EmbeddedRedis, free_port
+from proxy.redis_embedded import EmbeddedRedis
 
 RESULTS = Path(__file__).parent / "results" / "idle.json"
 CONNECTING_AT_ONCE = 200  # a ramp, not a storm: `--scenario storm` measures that
@@ -91,10 +91,7 @@ async def run(count: int, hold_seconds: float) -> dict[str, Any]:
         finally:
             relay.stop()
         with EmbeddedRedis() as redis_server:
-            admin_port = free_port()
-            proxy = Child.start(
-                "proxy", "--upstream", stub.url, "--redis", redis_server.url, "--admin-port", str(admin_port)
-            )
+            proxy, admin_port = Child.start_proxy(stub.url, redis_server.url)
             client = redis.Redis.from_url(redis_server.url)
             try:
                 print(f"idle: {count} chargers → proxy → stub, held {hold_seconds:g} s", file=sys.stderr)

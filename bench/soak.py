@@ -243,10 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stub = Child.start("stub")
     try:
         with EmbeddedRedis() as redis_server:
-            admin_port = free_port()
-            proxy = Child.start(
-                "proxy", "--upstream", stub.url, "--redis", redis_server.url, "--admin-port", str(admin_port)
-            )
+            proxy, admin_port = Child.start_proxy(stub.url, redis_server.url)
             ports = [free_port() for _ in range(args.workers)]
             workers = [(start_shadow_worker(redis_server.url, port), port) for port in ports]
             for _, port in workers:
