@@ -18,17 +18,20 @@ import os
 import re
 import ssl
 import time
+from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from proxy import metrics, redis_batch, redis_client, rollback, routing
+from proxy.connections import ChargerConnection, UpstreamConnection
 from proxy.redis_client import UNAVAILABLE
 from proxy.rollback import RollbackRules
 from proxy.security import (
@@ -196,6 +199,7 @@ class Proxy:
             ssl=self.tls.front if self.tls is not None else None,
             ssl_handshake_timeout=self.settings.handshake_timeout if self.tls is not None else None,
             reuse_port=reuse_port,
+            create_connection=ChargerConnection,
         )
         log.info(
             "proxy_listening host=%s port=%d legacy_url=%s",
@@ -327,6 +331,7 @@ class Proxy:
         return None
 
     async def _handle(self, charger: ServerConnection) -> None:
+        assert isinstance(charger, ChargerConnection)  # serve(create_connection=...)
         station_id = station_id_from_path(charger.request.path if charger.request else "/")
         subprotocol = charger.subprotocol or OCPP16
         connection_id = f"{self._instance}-{next(self._connection_ids)}"
@@ -363,12 +368,18 @@ class Proxy:
 
 
 class Session:
-    """One charger connection and its upstream connection, driven through the sans-I/O engine."""
+    """One charger connection and its upstream connection, driven through the sans-I/O engine.
+
+    Every message is handled to the end in the callback that receives it (`connections`): translated, the
+    station state handed to Redis, the results sent and tee'd, without a task switch or a lock. Only
+    where the state cannot be written at once (a Redis Cluster, the state connection being made) do the
+    results wait, in order, for it (`_backlog`).
+    """
 
     def __init__(
         self,
         proxy: Proxy,
-        charger: ServerConnection,
+        charger: ChargerConnection,
         station_id: str,
         subprotocol: str,
         connection_id: str,
@@ -385,15 +396,19 @@ class Session:
         self.station_id = station_id
         self.subprotocol = subprotocol
         self.connection_id = connection_id
-        self.legacy: ClientConnection | None = None
+        self.legacy: UpstreamConnection | None = None
         # The charger's own Authorization header, kept only to forward it upstream when so configured.
         self.charger_authorization = charger.request.headers.get("Authorization") if charger.request else None
         self.engine: Bridge | Passthrough | None = None
-        self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None  # the engine's next deadline (a CALL's timeout)
         self.finished = asyncio.Event()  # set once the session has ended and recorded all it will
         self._armed: float | None = None
         self._seq = itertools.count()
+        # Outcomes waiting, in order, for a state write that could not be made at once; None when none do.
+        self._backlog: deque[Outcome] | None = None
+        self._backlog_task: asyncio.Task[None] | None = None
+        self._device_model_saving = False
+        self._device_model_dirty = False
 
     async def run(self) -> None:
         settings = self.proxy.settings
@@ -423,7 +438,7 @@ class Session:
             else:
                 rules.configure(self.station_id, thresholds)
         try:
-            self.legacy = await connect(
+            legacy = await connect(
                 url,
                 subprotocols=[OCPP201 if native else OCPP16],  # type: ignore[list-item]
                 ssl=self.proxy.upstream_context(self.station_id, native) if url.startswith("wss:") else None,
@@ -433,6 +448,7 @@ class Session:
                 max_size=settings.max_frame_bytes,
                 ping_interval=settings.ping_interval,
                 ping_timeout=settings.ping_timeout,
+                create_connection=UpstreamConnection,
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             metrics.UPSTREAM_FAILURES.labels("connect").inc()
@@ -449,6 +465,8 @@ class Session:
                 await rollback.roll_back(client, self.station_id, "native_unreachable", immediate=True)
             await self.charger.close(1011, f"{target} unreachable")
             return
+        assert isinstance(legacy, UpstreamConnection)  # connect(create_connection=...)
+        self.legacy = legacy
         if native:
             rules.native_reached(self.station_id)
         if native:
@@ -467,24 +485,22 @@ class Session:
             self.subprotocol,
             self.connection_id,
         )
-        tasks = [
-            asyncio.create_task(self._read(CHARGER), name=f"{self.station_id}-charger"),
-            asyncio.create_task(self._read(LEGACY), name=f"{self.station_id}-legacy"),
-        ]
+        charger = self.charger
+        charger_closed, legacy_closed = charger.connection_lost_waiter, legacy.connection_lost_waiter
+        charger.attach(self._from_charger)
+        legacy.attach(self._from_legacy)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0] in done and not tasks[1].done():
-                await self._finish_with_legacy(tasks[1])
+            await asyncio.wait([charger_closed, legacy_closed], return_when=asyncio.FIRST_COMPLETED)
+            ended_by = CHARGER if charger_closed.done() else LEGACY
+            if ended_by == CHARGER:
+                await self._finish_with_legacy(legacy_closed)
+            if self._backlog_task is not None:
+                await asyncio.wait([self._backlog_task], timeout=STOP_TIMEOUT)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
-                if isinstance(outcome, Exception):
-                    log.error("session_task_failed station_id=%s task=%s", self.station_id, task.get_name(),
-                              exc_info=outcome)  # fmt: skip
+            charger.detach()
+            legacy.detach()
             if self._timer is not None:
                 self._timer.cancel()
-        ended_by = CHARGER if tasks[0] in done else LEGACY
         close_sent = self.charger.protocol.close_sent
         if close_sent is not None and close_sent.reason == "keepalive ping timeout":
             # Not a frame, but the shadow's conformance lint judges it: an event envelope on the charger leg.
@@ -495,14 +511,14 @@ class Session:
             )  # fmt: skip
         if ended_by == LEGACY:
             metrics.UPSTREAM_FAILURES.labels("dropped").inc()
-            code = 1001 if self.legacy.close_code in (1000, 1001) else 1011
+            code = 1001 if legacy.close_code in (1000, 1001) else 1011
             log.warning(
                 "legacy_connection_lost station_id=%s close_code=%s; closing the charger so it queues",
                 self.station_id,
-                self.legacy.close_code,
+                legacy.close_code,
             )
             await self.charger.close(code, "legacy CSMS connection lost")
-        await self.legacy.close()
+        await legacy.close()
         await self._unregistered()
         log.info(
             "station_disconnected station_id=%s connection_id=%s charger_close_code=%s",
@@ -511,7 +527,7 @@ class Session:
             self.charger.close_code,
         )
 
-    async def _finish_with_legacy(self, legacy_reader: asyncio.Task[None]) -> None:
+    async def _finish_with_legacy(self, legacy_closed: asyncio.Future[None]) -> None:
         """The charger left with a CALL of ours still out at the legacy (a StartTransaction, say): read its
         answer, within the call timeout, so it is recorded. Dropped, the charger's retransmission of the
         event would make the proxy send it again, and the legacy would open the transaction twice."""
@@ -520,31 +536,114 @@ class Session:
             return
         loop = asyncio.get_running_loop()
         until = loop.time() + self.proxy.settings.translation.call_timeout + 1.0
-        while engine.awaiting(LEGACY) and not legacy_reader.done() and loop.time() < until:
-            await asyncio.wait([legacy_reader], timeout=DRAIN_POLL_SECONDS)
+        while engine.awaiting(LEGACY) and not legacy_closed.done() and loop.time() < until:
+            await asyncio.wait([legacy_closed], timeout=DRAIN_POLL_SECONDS)
 
     async def close_charger(self, code: int, reason: str) -> None:
         await self.charger.close(code, reason)
 
-    def _socket(self, leg: LegName) -> ServerConnection | ClientConnection:
-        if leg == CHARGER:
-            return self.charger
-        assert self.legacy is not None
-        return self.legacy
+    # -- the hot path: one message, or one deadline, handled to the end ---------------------------
+    def _from_charger(self, frame: bytes) -> None:
+        self._count_and_tee(CHARGER, "in", frame)
+        self._run_engine(CHARGER, frame)
 
-    async def _read(self, leg: LegName) -> None:
-        socket = self._socket(leg)
-        assert self.engine is not None
-        loop = asyncio.get_running_loop()
+    def _from_legacy(self, frame: bytes) -> None:
+        self._count_and_tee(LEGACY, "in", frame)
+        self._run_engine(LEGACY, frame)
+
+    def _deadline(self) -> None:
+        self._timer = self._armed = None
+        self._run_engine(None, b"")
+
+    def _run_engine(self, leg: LegName | None, frame: bytes) -> None:
+        """The engine on one received frame (`leg`), or on its deadline (None); then what it decided."""
+        engine = self.engine
+        assert engine is not None
         try:
-            async for raw in socket:
-                frame = raw.encode() if isinstance(raw, str) else raw
-                self._count_and_tee(leg, "in", frame)
-                async with self._lock:
-                    outcome = self.engine.receive(leg, frame, loop.time())
-                    await self._apply(outcome)
-        except websockets.ConnectionClosed:
-            pass
+            now = asyncio.get_running_loop().time()
+            if leg is not None:
+                outcome = engine.receive(leg, frame, now)
+                call = outcome.received_call
+                if leg == CHARGER and call is not None and call.action in WATCHED_ACTIONS:
+                    self._watch(call.action, call.payload)
+            else:
+                assert isinstance(engine, Bridge)
+                outcome = engine.expire(now)
+            self._effect(outcome)
+        except Exception:
+            # A bug, never a peer's doing (the engine answers bad frames itself): end the session, as a
+            # failed reader task did, rather than carry on with a station whose state may be half-updated.
+            log.exception("session_failed station_id=%s leg=%s", self.station_id, leg)
+            self._in_background(self.close_charger(1011, "internal error"))
+            return
+        self._arm_timer()
+
+    def _effect(self, outcome: Outcome) -> None:
+        """Persist, then send: a frame never leaves before the state it depends on went to Redis."""
+        if self._backlog is not None:
+            self._backlog.append(outcome)
+            return
+        if outcome.device_model_changed and isinstance(self.engine, Bridge):
+            self._save_device_model()
+        if outcome.state_changed and isinstance(self.engine, Bridge):
+            waiting = self.proxy.store.persist(self.engine.state)
+            if waiting is not None:
+                self._backlog = deque([outcome])
+                self._backlog_task = asyncio.create_task(self._send_backlog(waiting))
+                return
+        self._send(outcome)
+
+    async def _send_backlog(self, waiting: Awaitable[None]) -> None:
+        """Outcomes behind a state write that had to be awaited, sent in order once each one's state is in."""
+        backlog = self._backlog
+        assert backlog is not None and isinstance(self.engine, Bridge)
+        while True:
+            await waiting
+            self._send(backlog.popleft())
+            while backlog and not (backlog[0].state_changed or backlog[0].device_model_changed):
+                self._send(backlog.popleft())
+            if not backlog:
+                self._backlog = None
+                return
+            if backlog[0].device_model_changed:
+                self._save_device_model()
+            persisted = self.proxy.store.persist(self.engine.state) if backlog[0].state_changed else None
+            waiting = persisted if persisted is not None else asyncio.sleep(0)
+
+    def _send(self, outcome: Outcome) -> None:
+        for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):
+            socket = self.charger if leg == CHARGER else self.legacy
+            assert socket is not None
+            for frame in frames:
+                self._count_and_tee(leg, "out", frame)
+                if not socket.send_now(frame):
+                    log.info("send_on_closed_socket station_id=%s leg=%s", self.station_id, leg)
+        for event in outcome.events:
+            record(event)
+            if event.kind == "uncertain":  # the shadow records it as a divergence the operator can query
+                self.proxy.tee.offer(
+                    self.station_id, self.connection_id, next(self._seq), CHARGER, "event", self.subprotocol,
+                    orjson.dumps(["uncertain", event.action, event.detail]),
+                )  # fmt: skip
+
+    def _save_device_model(self) -> None:
+        """Best effort, in the background (a device model lost is reported again at the next boot); one write
+        at a time, the last one with the latest model."""
+        if self._device_model_saving:
+            self._device_model_dirty = True
+            return
+        self._device_model_saving = True
+        self._in_background(self._write_device_model())
+
+    async def _write_device_model(self) -> None:
+        assert isinstance(self.engine, Bridge)
+        try:
+            self._device_model_dirty = True
+            while self._device_model_dirty:
+                self._device_model_dirty = False
+                await self.proxy.store.save_device_model(self.station_id, self.engine.device_model)
+        finally:
+            self._device_model_saving = False
 
     def _arm_timer(self) -> None:
         """Wake up at the engine's next deadline; re-armed only when that deadline changed."""
@@ -556,37 +655,6 @@ class Session:
             self._timer.cancel()
         self._armed = deadline
         self._timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, self._deadline)
-
-    def _deadline(self) -> None:
-        self._timer = self._armed = None
-        self._in_background(self._expire())
-
-    async def _expire(self) -> None:
-        assert isinstance(self.engine, Bridge)
-        async with self._lock:
-            await self._apply(self.engine.expire(asyncio.get_running_loop().time()))
-
-    async def _apply(self, outcome: Outcome) -> None:
-        if outcome.state_changed and isinstance(self.engine, Bridge):
-            await self.proxy.store.save(self.engine.state)
-        if outcome.device_model_changed and isinstance(self.engine, Bridge):
-            await self.proxy.store.save_device_model(self.station_id, self.engine.device_model)
-        for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):
-            socket = self._socket(leg)
-            for frame in frames:
-                self._count_and_tee(leg, "out", frame)
-                try:
-                    await socket.send(frame, text=True)
-                except websockets.ConnectionClosed:
-                    log.info("send_on_closed_socket station_id=%s leg=%s", self.station_id, leg)
-        for event in outcome.events:
-            record(event)
-            if event.kind == "uncertain":  # the shadow records it as a divergence the operator can query
-                self.proxy.tee.offer(
-                    self.station_id, self.connection_id, next(self._seq), CHARGER, "event", self.subprotocol,
-                    orjson.dumps(["uncertain", event.action, event.detail]),
-                )  # fmt: skip
-        self._arm_timer()
 
     def _count_and_tee(self, leg: LegName, direction: str, frame: bytes) -> None:
         message_type = MESSAGE_TYPES.get(frame[1] if len(frame) > 1 else 0, "invalid")
@@ -606,8 +674,6 @@ class Session:
         self.proxy.tee.offer(
             self.station_id, self.connection_id, next(self._seq), tee_leg, direction, protocol, frame
         )
-        if leg == CHARGER and direction == "in" and action in WATCHED_ACTIONS:
-            self._watch(action, frame)
         if self.upstream_leg == "native":
             self._judge_native(leg, direction, action, message_type, frame)
 
@@ -632,12 +698,8 @@ class Session:
         elif rules.answered(self.station_id, message_type == "error"):
             self._in_background(rollback.roll_back(client, self.station_id, "callerror_rate", immediate=False))
 
-    def _watch(self, action: str, frame: bytes) -> None:
+    def _watch(self, action: str, payload: dict[str, Any]) -> None:
         """What the control plane needs from the charger's own CALLs: its model and open transactions."""
-        try:
-            payload = orjson.loads(frame)[3]
-        except (orjson.JSONDecodeError, IndexError, TypeError):
-            return
         if not isinstance(payload, dict) or self.proxy.store.client is None:
             return
         if action == "BootNotification":

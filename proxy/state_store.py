@@ -1,12 +1,18 @@
 """Per-station translation state in Redis, with an in-process copy for when Redis is away.
 
-`save()` is awaited before the frames that depend on a state change are sent (a restart or another
-proxy instance then continues the station where this one left off). Saves made while a write is in
-flight go out together in the next one (one pipeline; a station saved twice meanwhile is written once,
-in its latest state). When Redis is unavailable the write is deferred, counted and retried in the
-background, so charging goes on; the in-process copy serves a reconnecting station meanwhile. When Redis
-comes back without its data (a restart without persistence, a flush), every state this process holds is
-written again: a sentinel key of this process, absent again once set, tells that it happened.
+A state change reaches Redis before the frames that depend on it are sent (a restart or another proxy
+instance then continues the station where this one left off). On a plain Redis `persist()` writes it
+on a connection held for these writes and returns at once: the bytes are on that socket before the
+frames leave on theirs, and the reply is read later (`redis_batch.Pipelined`). A proxy killed after the
+frames went out has handed the state to its kernel already; what the ordering no longer covers is the
+whole machine dying in the same instant, which Redis's own acknowledgement, given before any fsync, never
+covered either. On a Redis Cluster (or while that connection is being made) the caller awaits `save()`:
+saves made while a write is in flight go out together in the next one (a station saved twice meanwhile is
+written once, in its latest state). When Redis is unavailable, a write fails or is not acknowledged in
+time, the state is deferred, counted and retried in the background, so charging goes on; the in-process
+copy serves a reconnecting station meanwhile. When Redis comes back without its data (a restart without
+persistence, a flush), every state this process holds is written again: a sentinel key of this process,
+absent again once set, tells that it happened.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -31,6 +39,9 @@ RETRY_AFTER = 1.0
 WATCH_SECONDS = 0.25  # how often an idle proxy checks the sentinel (every state write checks it too)
 SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
 RESTORE_CHUNK = 500
+# A state write handed to Redis and not acknowledged by then: the connection is dropped, the state deferred.
+REPLY_TIMEOUT = 2.0
+SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
 
 
 class StateUnavailable(Exception):
@@ -60,6 +71,15 @@ class StateStore:
         self._sentinel_set = False
         self._watcher: asyncio.Task[None] | None = None
         self._restorer: asyncio.Task[None] | None = None
+        self._sentinel_command = redis_batch.pack(
+            b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL
+        )
+        self._next_sentinel = 0.0
+        self._pipelined = (
+            redis_batch.Pipelined(client, self._acknowledged, self._not_written, REPLY_TIMEOUT)
+            if isinstance(client, redis.Redis)
+            else None
+        )
 
     def _watch_for_data_loss(self) -> None:
         if self.client is not None and (self._watcher is None or self._watcher.done()):
@@ -155,6 +175,47 @@ class StateStore:
         except UNAVAILABLE as exc:
             log.warning("device_model_save_failed station_id=%s error=%r", station_id, exc)
 
+    def persist(self, state: StationState) -> Awaitable[None] | None:
+        """Hand the state to Redis before the caller sends what depends on it: None once done (written to
+        the pipelined connection's socket, or deferred because Redis is away), else an awaitable to wait
+        for first (a Redis Cluster, or the pipelined connection still being made)."""
+        self._local[state.station_id] = state
+        if self.client is None:
+            return None
+        now = time.monotonic()
+        if now < self._down_until:
+            self._defer(state)
+            return None
+        pipelined = self._pipelined
+        if pipelined is None:
+            return self.save(state)
+        if now >= self._next_sentinel:
+            # The sentinel goes first: under load, a Redis that lost its data is seen within a tenth of a second.
+            if not pipelined.send(self._sentinel_command, None):
+                return self.save(state)
+            self._next_sentinel = now + SENTINEL_EVERY
+        command = redis_batch.pack(b"SET", state_key(state.station_id).encode(), state.dumps())
+        if not pipelined.send(command, state.station_id):
+            return self.save(state)
+        return None
+
+    def _acknowledged(self, token: object, reply: Any) -> None:
+        if isinstance(reply, Exception):
+            self._not_written([token], reply)
+        elif token is None:
+            self._sentinel_checked(created=reply is not None)
+        else:
+            self._deferred.pop(str(token), None)
+
+    def _not_written(self, tokens: list[object], error: BaseException) -> None:
+        stations = [str(token) for token in tokens if token is not None]
+        log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(stations), error)
+        self._down_until = time.monotonic() + RETRY_AFTER
+        for station_id in dict.fromkeys(stations):
+            state = self._local.get(station_id)
+            if state is not None:
+                self._defer(state)
+
     async def save(self, state: StationState) -> None:
         """Write the state to Redis, or defer it (counted) when Redis is unavailable; never raises."""
         self._local[state.station_id] = state
@@ -231,6 +292,8 @@ class StateStore:
         log.info("state_store_recovered")
 
     async def close(self) -> None:
+        if self._pipelined is not None:
+            await self._pipelined.close()
         for task in (self._task, self._writer, self._watcher, self._restorer):
             if task is not None:
                 task.cancel()

@@ -102,6 +102,7 @@ class Outcome:
     state_changed: bool = False
     device_model_changed: bool = False
     events: list[Event] = field(default_factory=list)
+    received_call: Call | None = None  # the CALL the frame carried, once parsed (what the proxy watches)
 
     def send(self, leg: LegName, frame: bytes) -> None:
         (self.to_charger if leg == CHARGER else self.to_legacy).append(frame)
@@ -233,6 +234,7 @@ class Bridge:
         if message is None:
             return out
         if isinstance(message, Call):
+            out.received_call = message
             self._on_call(leg, message, now, out)
         else:
             self._on_response(leg, message, now, out)
@@ -256,8 +258,10 @@ class Bridge:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [leg.in_flight.deadline for leg in self._legs.values() if leg.in_flight is not None]
-        return min(deadlines, default=None)
+        charger, legacy = self._legs[CHARGER].in_flight, self._legs[LEGACY].in_flight  # read after every frame
+        if charger is None:
+            return None if legacy is None else legacy.deadline
+        return charger.deadline if legacy is None else min(charger.deadline, legacy.deadline)
 
     def busy(self) -> bool:
         return any(leg.jobs or leg.in_flight or leg.outbox for leg in self._legs.values())

@@ -29,6 +29,7 @@ class Passthrough:
         if message is None:
             return out
         if isinstance(message, Call):
+            out.received_call = message
             try:
                 if not self.schemas.knows(self.version, message.action):
                     raise NotImplementedAction(f"{message.action} is not an OCPP {self.version} action")

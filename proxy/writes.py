@@ -1,0 +1,58 @@
+"""The writes of one event-loop pass, made together at its end: state to Redis first, then frames.
+
+Every message the proxy handles in one pass of the event loop (all the sockets that were ready) may write
+a station state to Redis and frames to peers. A system call per write costs more than the translation on
+this path; here each socket is written once per pass. The order that matters holds across the pass: every
+state handed over before a frame was queued reaches Redis's socket before that frame reaches its peer's
+(`first()` flushes run before any frame is written, by `flush_first()` at the start of every frame write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Writer(Protocol):
+    def write_frames(self) -> None: ...
+
+
+class PassWrites:
+    def __init__(self) -> None:
+        self._first: dict[Callable[[], None], None] = {}
+        self._writers: dict[Writer, None] = {}
+        self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def first(self, flush: Callable[[], None]) -> None:
+        """`flush` runs before any frame is written, at the latest at the end of this pass."""
+        self._first[flush] = None
+        self._schedule()
+
+    def frames(self, writer: Writer) -> None:
+        """`writer.write_frames()` runs at the end of this pass (after every `first()` flush)."""
+        self._writers[writer] = None
+        self._schedule()
+
+    def flush_first(self) -> None:
+        while self._first:
+            flushes, self._first = self._first, {}
+            for flush in flushes:
+                flush()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._handle is None or self._loop is not loop:  # a loop closed mid-pass (tests) left a handle
+            self._loop = loop
+            self._handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        self.flush_first()
+        writers, self._writers = self._writers, {}
+        for writer in writers:
+            writer.write_frames()
+
+
+WRITES = PassWrites()  # one per process: the order holds across all its stations
