@@ -11,11 +11,11 @@ or not.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import hiredis
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
@@ -23,16 +23,34 @@ from proxy.redis_client import UNAVAILABLE
 from proxy.writes import WRITES
 
 Command = tuple[bytes, ...]
+READ_CHUNK = 1 << 16
+LONG_COMMAND = 6  # arguments from which `pack_all` keeps a command's packed prefix
+MAX_PREFIXES = 1024
+_PREFIXES: dict[tuple[bytes, ...], bytes] = {}
 
 
 def pack(*args: bytes) -> bytes:
     """One command in RESP (the Redis wire protocol), as redis-py would pack it."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n" % len(arg))
-        parts.append(arg)
-        parts.append(b"\r\n")
-    return b"".join(parts)
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])
+
+
+def pack_all(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, one after the other. A long command is mostly a repeat of an earlier one but for
+    its last argument (the tee's XADD of an envelope to one of its shards): its prefix is packed once."""
+    packed = []
+    for command in commands:
+        if len(command) < LONG_COMMAND:
+            packed.append(pack(*command))
+            continue
+        head = command[:-1]
+        prefix = _PREFIXES.get(head)
+        if prefix is None:
+            if len(_PREFIXES) >= MAX_PREFIXES:
+                _PREFIXES.clear()
+            prefix = _PREFIXES[head] = pack(*head).replace(b"*%d" % len(head), b"*%d" % len(command), 1)
+        last = command[-1]
+        packed.append(b"%s$%d\r\n%s\r\n" % (prefix, len(last), last))
+    return b"".join(packed)
 
 
 async def execute(client: redis.Redis, commands: Sequence[Command], within: float) -> list[Any]:
@@ -47,13 +65,41 @@ async def execute(client: redis.Redis, commands: Sequence[Command], within: floa
     async with asyncio.timeout(within):
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command([pack(*command) for command in commands], check_health=False)
-            return [await connection.read_response(disable_decoding=True, timeout=math.inf) for _ in commands]
+            stream = _stream(connection)
+            stream[1].write(pack_all(commands))
+            replies: list[Any] = []
+            parser = hiredis.Reader()
+            while len(replies) < len(commands):
+                await _read_into(stream[0], parser, replies.append)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise ResponseError(str(reply))
+            return replies
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
         finally:
             await pool.release(connection)
+
+
+def _stream(connection: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The socket of a pooled redis-py connection (connected by the pool), read and written here directly:
+    redis-py's reply parsing costs a coroutine per reply, and the hot path reads hundreds per write."""
+    reader, writer = connection._reader, connection._writer  # redis-py keeps them private
+    if reader is None or writer is None:
+        raise ConnectionError("Redis connection not connected")
+    return reader, writer
+
+
+async def _read_into(stream: asyncio.StreamReader, parser: Any, reply: Callable[[Any], None]) -> None:
+    """Read what Redis sent so far and hand every whole reply in it to `reply` (an error reply as an
+    exception object); raises when Redis closed the connection."""
+    data = await stream.read(READ_CHUNK)
+    if not data:
+        raise ConnectionError("Redis closed the connection")
+    parser.feed(data)
+    while (parsed := parser.gets()) is not False:
+        reply(parsed)
 
 
 class Pipelined:
@@ -63,7 +109,8 @@ class Pipelined:
     the event-loop pass before any frame queued meanwhile (`writes`): what the caller sends next leaves
     after it, and a process killed once it is written still delivers it (the kernel holds the bytes). A
     state write no longer costs the live path a Redis round trip. A task
-    reads the replies in order and hands each to `on_reply` with the token given to `send()`; a connection
+    reads the replies in order and hands each to `on_reply` with the token given to `send()` (an error reply as
+    an exception object); a connection
     that fails, or a reply later than `reply_timeout`, hands every token still waiting to `on_failure`.
     `send()` returns False while no connection is up (one is being made): the caller then waits for an
     ordinary write. Plain Redis only: a cluster has no single connection to write on.
@@ -84,7 +131,6 @@ class Pipelined:
         self._waiting: deque[object] = deque()
         self._buffer: list[bytes] = []
         self._replies = 0
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def send(self, command: bytes, token: object) -> bool:
@@ -95,8 +141,6 @@ class Pipelined:
             return False
         self._buffer.append(command)
         self._waiting.append(token)
-        if not self._wake.is_set():
-            self._wake.set()
         WRITES.first(self.flush)
         return True
 
@@ -119,13 +163,12 @@ class Pipelined:
         except UNAVAILABLE:
             return  # the next send() tries again; meanwhile callers write the ordinary way
         try:
-            if connection._writer is None:  # redis-py keeps its StreamWriter private
-                await connection.connect()
-            writer = connection._writer
-            assert writer is not None
+            reader, writer = _stream(connection)
             transport = self._transport = writer.transport
             asyncio.get_running_loop().call_later(self.reply_timeout, self._watch, transport, self._replies)
-            await self._read_replies(connection)
+            parser = hiredis.Reader()
+            while True:
+                await _read_into(reader, parser, self._reply)
         except BaseException as exc:
             self._transport = None
             self._buffer = []
@@ -139,19 +182,11 @@ class Pipelined:
             self._transport = None
             await pool.release(connection)
 
-    async def _read_replies(self, connection: Any) -> None:
-        waiting = self._waiting
-        while True:
-            if not waiting:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
-            except ResponseError as error:  # a reply like any other: the connection is fine
-                reply = error
-            self._replies += 1
-            self.on_reply(waiting.popleft(), reply)
+    def _reply(self, reply: Any) -> None:
+        self._replies += 1
+        if not self._waiting:
+            raise ConnectionError(f"Redis sent a reply nothing waits for: {reply!r}")
+        self.on_reply(self._waiting.popleft(), reply)
 
     def _watch(self, transport: asyncio.WriteTransport, replies: int, waited: bool = False) -> None:
         """Every `reply_timeout`: a connection whose writes waited since the last look, with no reply since,

@@ -60,6 +60,7 @@ SUPPORTED_SUBPROTOCOLS = (OCPP201, OCPP16)  # in order of preference
 STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
 STOP_TIMEOUT = 5.0
 CONTROL_TIMEOUT = 1.0  # control-plane bookkeeping in Redis (never on the live path)
+COUNTS_EVERY = 0.1  # seconds: the open-transaction counts of all stations go to Redis together
 DRAIN_POLL_SECONDS = 0.05  # how often a session whose charger left looks whether the legacy answered
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
@@ -164,6 +165,10 @@ class Proxy:
         self._server: Server | None = None
         self._connection_ids = itertools.count(1)
         self._instance = os.urandom(3).hex()
+        # Stations whose open-transaction count is to be written (False) or only looked at (True).
+        self._counts_changed: dict[str, tuple[Session, bool]] = {}
+        self._counts_writer: asyncio.Task[None] | None = None
+        self._counts_urgent = False
 
     def upstream_context(self, station_id: str, native: bool = False) -> ssl.SSLContext:
         """The TLS context toward the legacy for a station (its own client certificate if it has one), or
@@ -263,6 +268,50 @@ class Proxy:
                     raise StateUnavailable(f"{station_id}: its routing mode could not be read: {exc!r}") from exc
                 log.warning("mode_lookup_failed station_id=%s error=%r; using the last known", station_id, exc)
         return self.modes.get(station_id, "legacy")
+
+    def transactions_changed(self, session: Session) -> None:
+        """A session's count of open transactions changed: in Redis before the frames of this pass go out
+        (a StartTransaction among them: no switch may take the station for idle then). At zero, whether a
+        switch of the station is pending is looked at within a tenth of a second, with the other stations',
+        and the switch then takes effect (drain then switch)."""
+        active = len(session.active_transactions)
+        key = routing.station_key(session.station_id).encode()
+        written = self.store.write_now(b"HSET", key, b"active_transactions", b"%d" % active)
+        if written and active:
+            return
+        self._counts_changed[session.station_id] = (session, written)
+        self._counts_urgent = self._counts_urgent or not written  # a Redis Cluster: at once, the ordinary way
+        if self._counts_writer is None or self._counts_writer.done():
+            self._counts_writer = asyncio.create_task(self._write_counts(), name="transaction-counts")
+
+    async def _write_counts(self) -> None:
+        while self._counts_changed:
+            if not self._counts_urgent:
+                await asyncio.sleep(COUNTS_EVERY)
+            self._counts_urgent = False
+            changed, self._counts_changed = self._counts_changed, {}
+            await self._write_counts_of(changed)
+
+    async def _write_counts_of(self, changed: dict[str, tuple[Session, bool]]) -> None:
+        client = self.store.client
+        assert client is not None
+        commands: list[redis_batch.Command] = []
+        idle: list[tuple[str, int]] = []  # stations now without a transaction, and their HEXISTS's reply index
+        for station_id, (session, written) in changed.items():
+            active = len(session.active_transactions)
+            if not written:
+                count = b"%d" % active
+                commands.append((b"HSET", routing.station_key(station_id).encode(), b"active_transactions", count))
+            if active == 0:
+                idle.append((station_id, len(commands)))
+                commands.append((b"HEXISTS", routing.route_key(station_id).encode(), b"pending"))
+        try:  # one round trip for all of them
+            replies = await redis_batch.execute(client, commands, CONTROL_TIMEOUT) if commands else []
+            for station_id, index in idle:
+                if replies[index] and await routing.on_idle(client, station_id) is not None:
+                    await self._apply_mode(station_id)
+        except UNAVAILABLE as exc:
+            log.warning("transactions_count_failed stations=%d error=%r", len(changed), exc)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -719,7 +768,7 @@ class Session:
         else:
             self.active_transactions.add(transaction_id)
         if len(self.active_transactions) != before:
-            self._in_background(self._transactions_changed(len(self.active_transactions)))
+            self.proxy.transactions_changed(self)
 
     def _in_background(self, coroutine: Any) -> None:
         """Control-plane bookkeeping never holds the live path up."""
@@ -756,21 +805,6 @@ class Session:
         except UNAVAILABLE as exc:
             log.warning("station_unregister_failed station_id=%s error=%r", self.station_id, exc)
 
-    async def _transactions_changed(self, active: int) -> None:
-        """Publish the count; at zero, a pending switch of this station takes effect (drain then switch)."""
-        client = self.proxy.store.client
-        assert client is not None
-        station_key, route_key = routing.station_key(self.station_id), routing.route_key(self.station_id)
-        commands: list[redis_batch.Command] = [(b"HSET", station_key.encode(), b"active_transactions", b"%d" % active)]
-        if active == 0:
-            commands.append((b"HEXISTS", route_key.encode(), b"pending"))
-        try:  # one round trip: this runs twice per charging session
-            replies = await redis_batch.execute(client, commands, CONTROL_TIMEOUT)
-            pending = active == 0 and bool(replies[1])
-            if pending and await routing.on_idle(client, self.station_id) is not None:
-                await self.proxy._apply_mode(self.station_id)
-        except UNAVAILABLE as exc:
-            log.warning("transactions_count_failed station_id=%s active=%d error=%r", self.station_id, active, exc)
 
 
 async def refuse_for_now(charger: ServerConnection, station_id: str, why: StateUnavailable) -> None:

@@ -42,6 +42,7 @@ RESTORE_CHUNK = 500
 # A state write handed to Redis and not acknowledged by then: the connection is dropped, the state deferred.
 REPLY_TIMEOUT = 2.0
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
+_CONTROL = object()  # the token of a control-plane write on the pipelined connection (state writes: the station id)
 
 
 class StateUnavailable(Exception):
@@ -199,16 +200,24 @@ class StateStore:
             return self.save(state)
         return None
 
+    def write_now(self, *command: bytes) -> bool:
+        """Hand a control-plane write to Redis on the state connection, before any frame of this event-loop
+        pass; False when it cannot be done at once (the caller writes it the ordinary way)."""
+        pipelined = self._pipelined
+        if pipelined is None or time.monotonic() < self._down_until:
+            return False
+        return pipelined.send(redis_batch.pack(*command), _CONTROL)
+
     def _acknowledged(self, token: object, reply: Any) -> None:
         if isinstance(reply, Exception):
             self._not_written([token], reply)
         elif token is None:
             self._sentinel_checked(created=reply is not None)
-        else:
-            self._deferred.pop(str(token), None)
+        elif isinstance(token, str):
+            self._deferred.pop(token, None)
 
     def _not_written(self, tokens: list[object], error: BaseException) -> None:
-        stations = [str(token) for token in tokens if token is not None]
+        stations = [token for token in tokens if isinstance(token, str)]
         log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(stations), error)
         self._down_until = time.monotonic() + RETRY_AFTER
         for station_id in dict.fromkeys(stations):
