@@ -11,6 +11,13 @@ LAG = Histogram(
     "Age of a tee entry when a shadow worker processed it",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+# From the tee's write of an entry (its stream id: Redis's clock when the proxy appended it) to the end of its
+# processing here; finer buckets than LAG's around the one-second target of the shadow (bench/shadow_lag.py).
+PROCESSED_LAG = Histogram(
+    "cutover_shadow_processed_lag_seconds",
+    "Time from a tee entry's write to a shadow worker having processed it",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 300),
+)
 PENDING = Gauge("cutover_shadow_pending_entries", "Tee entries read but not yet acknowledged by this worker")
 BACKEND_LATENCY = Histogram(
     "cutover_shadow_backend_seconds",

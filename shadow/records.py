@@ -4,11 +4,14 @@ per-station and per-action counters; written idempotently (a redelivered compari
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import redis.asyncio as redis
+
+from proxy import redis_batch
 
 # One hash tag for the keys a comparison writes in one MULTI, so they share a Redis Cluster slot.
 STREAM = "cutover:{divergences}"
@@ -53,14 +56,38 @@ return 1
 """
 
 
+WRITE_SCRIPT = WRITE.encode()
+
+
+def write_arguments(comparison: str, action: str, records: list[Record]) -> tuple[list[bytes], list[bytes]]:
+    """WRITE's keys and arguments for one comparison."""
+    keys = [DONE + comparison, COMPARISONS, STREAM, BY_ACTION, *(BY_STATION + record.station for record in records)]
+    args = [b"%d" % DONE_TTL_SECONDS, action.encode(), b"%d" % STREAM_MAXLEN]
+    for record in records:
+        args += [
+            msgpack.packb(record.as_dict(), use_bin_type=True), record.kind.encode(),
+            f"{record.action}|{record.kind}".encode(),
+        ]  # fmt: skip
+    return [key.encode() for key in keys], args
+
+
 async def write(client: redis.Redis, comparison: str, action: str, records: list[Record]) -> bool:
     """Write one comparison's records and counters once, atomically; False if it was already written."""
-    keys = [DONE + comparison, COMPARISONS, STREAM, BY_ACTION, *(BY_STATION + record.station for record in records)]
-    args: list[Any] = [DONE_TTL_SECONDS, action, STREAM_MAXLEN]
-    for record in records:
-        args += [msgpack.packb(record.as_dict(), use_bin_type=True), record.kind, f"{record.action}|{record.kind}"]
+    keys, args = write_arguments(comparison, action, records)
     written: Any = await client.eval(WRITE, len(keys), *keys, *args)
     return bool(written)
+
+
+async def write_many(
+    client: redis.Redis, comparisons: Sequence[tuple[str, str, list[Record]]], within: float
+) -> list[bool]:
+    """Write several comparisons (id, action, records) as `write` does, each atomically, in one round trip
+    (within `within` seconds; raises if one fails); for each, False if it was already written."""
+    commands = []
+    for comparison in comparisons:
+        keys, args = write_arguments(*comparison)
+        commands.append((b"EVAL", WRITE_SCRIPT, b"%d" % len(keys), *keys, *args))
+    return [bool(written) for written in await redis_batch.execute(client, commands, within)]
 
 
 async def query(
