@@ -695,15 +695,17 @@ class Session:
             self._device_model_saving = False
 
     def _arm_timer(self) -> None:
-        """Wake up at the engine's next deadline; re-armed only when that deadline changed."""
+        """Wake up by the engine's next deadline. A timer already set for earlier stays: it wakes the engine
+        (which expires nothing yet) and is set again then. Deadlines move later with every CALL sent, so the
+        timer is set about once per call timeout instead of on every frame."""
         engine = self.engine
         deadline = engine.next_deadline() if isinstance(engine, Bridge) else None
-        if deadline == self._armed:
+        if deadline is None or (self._armed is not None and self._armed <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
         self._armed = deadline
-        self._timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, self._deadline)
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._deadline)
 
     def _count_and_tee(self, leg: LegName, direction: str, frame: bytes) -> None:
         message_type = MESSAGE_TYPES.get(frame[1] if len(frame) > 1 else 0, "invalid")
