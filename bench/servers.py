@@ -97,9 +97,11 @@ async def run_picows_relay(upstream: str) -> None:
         await _serve_until_stdin_closes(server.sockets[0].getsockname()[1])
 
 
-async def run_proxy(legacy_url: str, redis_url: str, admin_port: int, tls_dir: str | None = None) -> None:
+async def run_proxy(
+    legacy_url: str, redis_url: str, admin_port: int, tls_dir: str | None = None, profile: int | None = None
+) -> None:
     """The full proxy: translation, schema validation, state store and tee to Redis, admin /healthz on; with
-    `tls_dir` (a `cutover certs` PKI) wss and security profile 3 (a client certificate per station)."""
+    `tls_dir` (a `cutover certs` PKI) wss and security profile 3 (a client certificate per station), or `profile`."""
     from proxy.app import start_proxy
     from proxy.security import TlsFiles
     from proxy.server import ProxySettings
@@ -111,6 +113,8 @@ async def run_proxy(legacy_url: str, redis_url: str, admin_port: int, tls_dir: s
         pki = Path(tls_dir)
         settings.tls = TlsFiles(pki / "server.pem", pki / "server.key", pki / "ca.pem", pki / "crl.pem")
         settings.security_profile = 3
+    if profile is not None:
+        settings.security_profile = profile
     running = await start_proxy(settings, redis_url, admin_listen=("127.0.0.1", admin_port))
     try:
         await _serve_until_stdin_closes(running.proxy.port)
@@ -132,6 +136,7 @@ def main() -> None:
     parser.add_argument("--redis", help="Redis URL (proxy)")
     parser.add_argument("--admin-port", type=int, help="admin /healthz port (proxy)")
     parser.add_argument("--tls-dir", help="a `cutover certs` PKI: wss with security profile 3 (proxy)")
+    parser.add_argument("--security-profile", type=int, choices=range(4), help="instead of 0, or 3 with --tls-dir")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.role == "stub":
@@ -141,7 +146,7 @@ def main() -> None:
     elif args.role == "relay-picows":
         uvloop.run(run_picows_relay(args.upstream))
     else:
-        uvloop.run(run_proxy(args.upstream, args.redis, args.admin_port, args.tls_dir))
+        uvloop.run(run_proxy(args.upstream, args.redis, args.admin_port, args.tls_dir, args.security_profile))
 
 
 if __name__ == "__main__":

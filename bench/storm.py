@@ -1,9 +1,12 @@
 """`python -m bench --scenario storm`: N chargers connecting at once, as after a power cut or a proxy restart.
 
-Three storms against the proxy (a subprocess, as in `python -m bench`; upstream the stub CSMS, state in an
+Storms against the proxy (a subprocess, as in `python -m bench`; upstream the stub CSMS, state in an
 embedded Redis), each of the same N stations, each from its own loopback address:
 
 - **ws**: security profile 0 (no TLS), the baseline: WebSocket, admission, upstream leg, boot translation;
+- **Basic**: security profile 1, ws with HTTP Basic: the proxy checks each password against its salted scrypt hash
+  in Redis (every station has the same password and stored hash: one scrypt check per connection all the same);
+- **TLS + Basic**: security profile 2, the same over wss (server certificate only, every handshake a full one);
 - **mTLS, full handshakes**: security profile 3, a client certificate per station (`proxy/pki.py` dev PKI in a
   temporary directory, CN = station id), every handshake a full one;
 - **mTLS, resumed**: the same, each charger offering the TLS session of its previous connection.
@@ -23,6 +26,8 @@ import ssl
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,10 +37,11 @@ import uvloop
 from bench.__main__ import Child, cpu_seconds, healthz, publish, source_revision
 from bench.chargers import Charger, Tally
 from bench.soak import raise_fd_limit
-from proxy import pki
+from proxy import passwords, pki, redis_client
 from proxy.redis_embedded import EmbeddedRedis, free_port
 
 RESULTS = Path(__file__).parent / "results" / "storm.json"
+PASSWORD = "storm-benchmark-password"  # OCPP 2.0.1 passwordString: 16 to 40 characters
 
 
 class ResumingContext(ssl.SSLContext):
@@ -63,6 +69,24 @@ def client_context(pki_dir: Path, station_id: str, tls12: bool) -> ResumingConte
     return context
 
 
+def server_context(pki_dir: Path, tls12: bool) -> ssl.SSLContext:
+    """A client context that trusts the dev PKI's server certificate and presents none (profile 2)."""
+    context = ssl.create_default_context(cafile=pki_dir / "ca.pem")
+    if tls12:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def store_passwords(redis_url: str, stations: list[str]) -> None:
+    """PASSWORD's salted hash stored for every station, as `cutover passwords set` stores one."""
+    stored = passwords.hash_password(PASSWORD)
+    client = redis_client.connect_sync(redis_url)
+    try:
+        client.mset({passwords.password_key(station): stored for station in stations})
+    finally:
+        client.close()
+
+
 async def storm(chargers: list[Charger], proxy_pid: int, admin_port: int, resume: bool = False) -> dict[str, Any]:
     """All chargers connect at once (offering their last TLS session if `resume`) and boot; times from the start,
     the proxy's CPU, resumptions. Each charger's session is kept for a later storm."""
@@ -73,6 +97,7 @@ async def storm(chargers: list[Charger], proxy_pid: int, admin_port: int, resume
     connected_at: list[float] = []
     booted_at: list[float] = []
     failures: list[str] = []
+    kinds: Counter[str] = Counter()  # failures by HTTP status, or by exception (a handshake cut off: InvalidMessage)
     cpu_before = cpu_seconds(proxy_pid)
     loadgen_before = time.process_time()
     started = time.perf_counter()
@@ -85,6 +110,8 @@ async def storm(chargers: list[Charger], proxy_pid: int, admin_port: int, resume
             booted_at.append(time.perf_counter() - started)
         except Exception as exc:  # counted and reported: one failed charger must not hide the others' times
             failures.append(f"{charger.station_id}: {exc!r}"[:200])
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            kinds[f"HTTP {status}" if status else type(exc).__name__] += 1
 
     await asyncio.gather(*(one(charger) for charger in chargers))
     elapsed = time.perf_counter() - started
@@ -104,6 +131,7 @@ async def storm(chargers: list[Charger], proxy_pid: int, admin_port: int, resume
         "chargers": count,
         "booted": len(booted_at),
         "failures": len(failures),
+        "failures_by_kind": dict(kinds),
         "failure_samples": failures[:5],
         "call_errors": tally.call_errors,
         "tls_sessions_resumed": resumed,
@@ -112,6 +140,7 @@ async def storm(chargers: list[Charger], proxy_pid: int, admin_port: int, resume
         "seconds_to_half_booted": round(booted_at[len(booted_at) // 2], 3) if booted_at else None,
         "handshakes_per_s": round(len(connected_at) / max(connected_at), 1) if connected_at else None,
         "proxy_cpu_ms_per_connection": round(proxy_cpu * 1000 / count, 2),
+        "proxy_cpu_ms_per_booted": round(proxy_cpu * 1000 / len(booted_at), 2) if booted_at else None,
         "proxy_cpu_share_of_one_core": round(proxy_cpu / elapsed, 2),
         "loadgen_cpu_share_of_one_core": round(loadgen_cpu / elapsed, 2),
         "stations_connected_after": sum(health["stations"].values()),
@@ -140,32 +169,50 @@ async def run(count: int, tls12: bool) -> dict[str, Any]:
             stations = [f"STORM{index:05d}" for index in range(count)]
             for station in stations:
                 pki.issue_station(pki_dir, station)
+            store_passwords(redis_server.url, stations)
             print(f"storm: PKI with {count} station certificates in {time.perf_counter() - issued:.1f} s",
                   file=sys.stderr)  # fmt: skip
-            plain_admin, tls_admin = free_port(), free_port()
             common = ("--upstream", stub.url, "--redis", redis_server.url)
-            plain = Child.start("proxy", *common, "--admin-port", str(plain_admin))
-            try:
-                chargers = [Charger(plain.url, station, index) for index, station in enumerate(stations)]
-                for key in ("ws_cold", "ws"):
-                    print(f"storm: {count} chargers, ws (profile 0), {key}", file=sys.stderr)
-                    results[key] = await storm(chargers, plain.process.pid, plain_admin)
-                    await close_all(chargers, plain_admin)
-            finally:
-                plain.stop()
-            secure = Child.start("proxy", *common, "--admin-port", str(tls_admin), "--tls-dir", str(pki_dir))
-            try:
-                url = f"wss://127.0.0.1:{secure.port}"
-                chargers = [
-                    Charger(url, station, index, client_context(pki_dir, station, tls12))
-                    for index, station in enumerate(stations)
-                ]
-                for key in ("mtls_full_cold", "mtls_full", "mtls_resumed"):
-                    print(f"storm: {count} chargers, mTLS (profile 3), {key}", file=sys.stderr)
-                    results[key] = await storm(chargers, secure.process.pid, tls_admin, resume=key == "mtls_resumed")
-                    await close_all(chargers, tls_admin)
-            finally:
-                secure.stop()
+
+            async def storms(proxy_args: tuple[str, ...], chargers_at: Callable[[int], list[Charger]],
+                             keys: tuple[str, ...]) -> None:  # fmt: skip
+                """One proxy process, then the storms `keys` of the chargers `chargers_at(its port)` against it."""
+                admin_port = free_port()
+                proxy = Child.start("proxy", *common, "--admin-port", str(admin_port), *proxy_args)
+                try:
+                    chargers = chargers_at(proxy.port)
+                    for key in keys:
+                        print(f"storm: {count} chargers, {key}", file=sys.stderr)
+                        results[key] = await storm(chargers, proxy.process.pid, admin_port, key == "mtls_resumed")
+                        await close_all(chargers, admin_port)
+                finally:
+                    proxy.stop()
+
+            await storms(
+                (), lambda port: [Charger(f"ws://127.0.0.1:{port}", s, i) for i, s in enumerate(stations)],
+                ("ws_cold", "ws"),
+            )  # fmt: skip
+            await storms(
+                ("--security-profile", "1"),
+                lambda port: [Charger(f"ws://{s}:{PASSWORD}@127.0.0.1:{port}", s, i) for i, s in enumerate(stations)],
+                ("basic_cold", "basic"),
+            )  # fmt: skip
+            server_only = server_context(pki_dir, tls12)
+            await storms(
+                ("--tls-dir", str(pki_dir), "--security-profile", "2"),
+                lambda port: [
+                    Charger(f"wss://{s}:{PASSWORD}@127.0.0.1:{port}", s, i, server_only) for i, s in enumerate(stations)
+                ],
+                ("tls_basic_cold", "tls_basic"),
+            )  # fmt: skip
+            await storms(
+                ("--tls-dir", str(pki_dir)),
+                lambda port: [
+                    Charger(f"wss://127.0.0.1:{port}", s, i, client_context(pki_dir, s, tls12))
+                    for i, s in enumerate(stations)
+                ],
+                ("mtls_full_cold", "mtls_full", "mtls_resumed"),
+            )  # fmt: skip
     finally:
         stub.stop()
     return results
@@ -178,6 +225,10 @@ def table(results: dict[str, Any]) -> str:
     names = {
         "ws_cold": "ws (profile 0), fresh proxy",
         "ws": "ws (profile 0)",
+        "basic_cold": "Basic (profile 1), fresh proxy",
+        "basic": "Basic (profile 1)",
+        "tls_basic_cold": "TLS + Basic (profile 2), fresh",
+        "tls_basic": "TLS + Basic (profile 2)",
         "mtls_full_cold": "mTLS, full, fresh proxy",
         "mtls_full": "mTLS, full handshakes",
         "mtls_resumed": "mTLS, resumed sessions",
@@ -194,6 +245,11 @@ def table(results: dict[str, Any]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for key, name in names.items():
+        kinds = results["storms"][key].get("failures_by_kind")
+        if kinds:
+            counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+            lines.append(f"{name}: {results['storms'][key]['failures']} not booted ({counted})")
     return "\n".join(lines)
 
 

@@ -25,10 +25,13 @@ def run_bench(*args: str, output: Path) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(180)
-def test_storm_boots_every_charger_with_and_without_tls_resumption(tmp_path: Path) -> None:
+def test_storm_boots_every_charger_on_every_security_profile_with_and_without_tls_resumption(tmp_path: Path) -> None:
     results = run_bench("--scenario", "storm", "--chargers", "10", output=tmp_path / "storm.json")
     storms = results["storms"]
-    assert set(storms) == {"ws_cold", "ws", "mtls_full_cold", "mtls_full", "mtls_resumed"}
+    assert set(storms) == {
+        "ws_cold", "ws", "basic_cold", "basic", "tls_basic_cold", "tls_basic", "mtls_full_cold", "mtls_full",
+        "mtls_resumed",
+    }  # fmt: skip
     for name, storm in storms.items():
         assert storm["booted"] == 10 and storm["call_errors"] == 0, (name, storm["failure_samples"])
     assert storms["mtls_full"]["tls_sessions_resumed"] == 0
