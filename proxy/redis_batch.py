@@ -103,17 +103,15 @@ async def _read_into(stream: asyncio.StreamReader, parser: Any, reply: Callable[
 
 
 class Pipelined:
-    """Commands written to Redis at once, without waiting for their replies: the hot path's state writes.
+    """Commands pipelined on one connection, their replies handed back in order: the hot path's state writes.
 
-    One pooled connection is held for them. `send()` queues a command, written to that socket at the end of
-    the event-loop pass before any frame queued meanwhile (`writes`): what the caller sends next leaves
-    after it, and a process killed once it is written still delivers it (the kernel holds the bytes). A
-    state write no longer costs the live path a Redis round trip. A task
-    reads the replies in order and hands each to `on_reply` with the token given to `send()` (an error reply as
-    an exception object); a connection
-    that fails, or a reply later than `reply_timeout`, hands every token still waiting to `on_failure`.
-    `send()` returns False while no connection is up (one is being made): the caller then waits for an
-    ordinary write. Plain Redis only: a cluster has no single connection to write on.
+    One pooled connection is held for them. `send()` queues a command; the queue is written at the end of
+    the event-loop pass (`writes`), in one write however many stations changed, before any frame of the pass.
+    A task reads the replies in bulk and hands each, in order, to `on_reply` with the token given to `send()`
+    (an error reply as an exception object); a connection that fails, or that leaves writes without a reply
+    for `reply_timeout`, hands every token still waiting to `on_failure`. `send()` returns False while no
+    connection is up (one is being made): the caller then writes the ordinary way. Plain Redis only: a
+    cluster has no single connection to write on.
     """
 
     def __init__(

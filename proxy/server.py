@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import itertools
 import logging
@@ -19,7 +20,6 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
@@ -419,10 +419,9 @@ class Proxy:
 class Session:
     """One charger connection and its upstream connection, driven through the sans-I/O engine.
 
-    Every message is handled to the end in the callback that receives it (`connections`): translated, the
-    station state handed to Redis, the results sent and tee'd, without a task switch or a lock. Only
-    where the state cannot be written at once (a Redis Cluster, the state connection being made) do the
-    results wait, in order, for it (`_backlog`).
+    Every message is handled in the callback that receives it (`connections`), without a task switch or a
+    lock: translated, tee'd, and its results sent, or, when they depend on a state change, held in order
+    until Redis acknowledged the state (`_held`; the state store calls back).
     """
 
     def __init__(
@@ -453,9 +452,9 @@ class Session:
         self.finished = asyncio.Event()  # set once the session has ended and recorded all it will
         self._armed: float | None = None
         self._seq = itertools.count()
-        # Outcomes waiting, in order, for a state write that could not be made at once; None when none do.
-        self._backlog: deque[Outcome] | None = None
-        self._backlog_task: asyncio.Task[None] | None = None
+        # Outcomes whose frames wait, in order, for the state they depend on: [outcome, may go].
+        self._held: deque[list[Any]] = deque()
+        self._all_sent: asyncio.Future[None] | None = None  # awaited by a session ending with frames held
         self._device_model_saving = False
         self._device_model_dirty = False
 
@@ -543,8 +542,9 @@ class Session:
             ended_by = CHARGER if charger_closed.done() else LEGACY
             if ended_by == CHARGER:
                 await self._finish_with_legacy(legacy_closed)
-            if self._backlog_task is not None:
-                await asyncio.wait([self._backlog_task], timeout=STOP_TIMEOUT)
+            if self._held:  # frames still wait for their states' writes: bounded by the state store's timeout
+                self._all_sent = asyncio.get_running_loop().create_future()
+                await asyncio.wait([self._all_sent], timeout=STOP_TIMEOUT)
         finally:
             charger.detach()
             legacy.detach()
@@ -628,36 +628,29 @@ class Session:
         self._arm_timer()
 
     def _effect(self, outcome: Outcome) -> None:
-        """Persist, then send: a frame never leaves before the state it depends on went to Redis."""
-        if self._backlog is not None:
-            self._backlog.append(outcome)
-            return
+        """Persist, then send: a frame never leaves before Redis holds the state it depends on. Frames wait
+        in order (`_held`): those of an outcome that changed nothing go out at once unless earlier ones wait."""
         if outcome.device_model_changed and isinstance(self.engine, Bridge):
             self._save_device_model()
-        if outcome.state_changed and isinstance(self.engine, Bridge):
-            waiting = self.proxy.store.persist(self.engine.state)
-            if waiting is not None:
-                self._backlog = deque([outcome])
-                self._backlog_task = asyncio.create_task(self._send_backlog(waiting))
-                return
-        self._send(outcome)
+        held = self._held
+        if not (outcome.state_changed and isinstance(self.engine, Bridge)):
+            if held:
+                held.append([outcome, True])
+            else:
+                self._send(outcome)
+            return
+        entry: list[Any] = [outcome, False]
+        held.append(entry)
+        self.proxy.store.persist(self.engine.state, functools.partial(self._persisted, entry))
 
-    async def _send_backlog(self, waiting: Awaitable[None]) -> None:
-        """Outcomes behind a state write that had to be awaited, sent in order once each one's state is in."""
-        backlog = self._backlog
-        assert backlog is not None and isinstance(self.engine, Bridge)
-        while True:
-            await waiting
-            self._send(backlog.popleft())
-            while backlog and not (backlog[0].state_changed or backlog[0].device_model_changed):
-                self._send(backlog.popleft())
-            if not backlog:
-                self._backlog = None
-                return
-            if backlog[0].device_model_changed:
-                self._save_device_model()
-            persisted = self.proxy.store.persist(self.engine.state) if backlog[0].state_changed else None
-            waiting = persisted if persisted is not None else asyncio.sleep(0)
+    def _persisted(self, entry: list[Any]) -> None:
+        """Redis acknowledged the state an outcome waited for (or the write was deferred): send what may go."""
+        entry[1] = True
+        held = self._held
+        while held and held[0][1]:
+            self._send(held.popleft()[0])
+        if not held and self._all_sent is not None and not self._all_sent.done():
+            self._all_sent.set_result(None)
 
     def _send(self, outcome: Outcome) -> None:
         for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):

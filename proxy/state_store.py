@@ -1,18 +1,17 @@
 """Per-station translation state in Redis, with an in-process copy for when Redis is away.
 
-A state change reaches Redis before the frames that depend on it are sent (a restart or another proxy
-instance then continues the station where this one left off). On a plain Redis `persist()` writes it
-on a connection held for these writes and returns at once: the bytes are on that socket before the
-frames leave on theirs, and the reply is read later (`redis_batch.Pipelined`). A proxy killed after the
-frames went out has handed the state to its kernel already; what the ordering no longer covers is the
-whole machine dying in the same instant, which Redis's own acknowledgement, given before any fsync, never
-covered either. On a Redis Cluster (or while that connection is being made) the caller awaits `save()`:
-saves made while a write is in flight go out together in the next one (a station saved twice meanwhile is
-written once, in its latest state). When Redis is unavailable, a write fails or is not acknowledged in
-time, the state is deferred, counted and retried in the background, so charging goes on; the in-process
-copy serves a reconnecting station meanwhile. When Redis comes back without its data (a restart without
-persistence, a flush), every state this process holds is written again: a sentinel key of this process,
-absent again once set, tells that it happened.
+A state change is in Redis before the frames that depend on it are sent (a restart or another proxy
+instance then continues the station where this one left off): `persist()` calls the caller back once Redis
+acknowledged it. On a plain Redis the state writes of one event-loop pass go out together, in one write on
+a connection held for them (`redis_batch.Pipelined`), and the replies release the frames that waited: a
+group commit, one Redis round trip of latency and no task per write. On a Redis Cluster (or while that
+connection is being made) each is an ordinary write (`save()`): saves made while a write is in flight go
+out together in the next one (a station saved twice meanwhile is written once, in its latest state). When
+Redis is unavailable, refuses a write or does not answer within REPLY_TIMEOUT, the state is deferred,
+counted and retried in the background, and the caller is called back at once, so charging goes on; the
+in-process copy serves a reconnecting station meanwhile. When Redis comes back without its data (a restart
+without persistence, a flush), every state this process holds is written again: a sentinel key of this
+process, absent again once set, tells that it happened.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -39,10 +38,18 @@ RETRY_AFTER = 1.0
 WATCH_SECONDS = 0.25  # how often an idle proxy checks the sentinel (every state write checks it too)
 SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
 RESTORE_CHUNK = 500
-# A state write handed to Redis and not acknowledged by then: the connection is dropped, the state deferred.
-REPLY_TIMEOUT = 2.0
+# State writes left without a reply this long: the connection is dropped, the states deferred, the frames sent.
+REPLY_TIMEOUT = SAVE_TIMEOUT
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
-_CONTROL = object()  # the token of a control-plane write on the pipelined connection (state writes: the station id)
+_CONTROL = object()  # the token of a control-plane write on the pipelined connection
+
+
+def _call(then: Callable[[], None]) -> None:
+    """A caller's continuation, run from the reply reader: its failure is its own, never the connection's."""
+    try:
+        then()
+    except Exception:
+        log.exception("state_continuation_failed")
 
 
 class StateUnavailable(Exception):
@@ -72,6 +79,7 @@ class StateStore:
         self._sentinel_set = False
         self._watcher: asyncio.Task[None] | None = None
         self._restorer: asyncio.Task[None] | None = None
+        self._saving: set[asyncio.Task[None]] = set()
         self._sentinel_command = redis_batch.pack(
             b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL
         )
@@ -176,33 +184,42 @@ class StateStore:
         except UNAVAILABLE as exc:
             log.warning("device_model_save_failed station_id=%s error=%r", station_id, exc)
 
-    def persist(self, state: StationState) -> Awaitable[None] | None:
-        """Hand the state to Redis before the caller sends what depends on it: None once done (written to
-        the pipelined connection's socket, or deferred because Redis is away), else an awaitable to wait
-        for first (a Redis Cluster, or the pipelined connection still being made)."""
+    def persist(self, state: StationState, then: Callable[[], None]) -> None:
+        """Write the state to Redis, then call `then` (the caller's frames that depend on it go out then):
+        once Redis acknowledged it, or once it was deferred because Redis is unavailable or did not answer
+        within REPLY_TIMEOUT (charging goes on; the state is retried in the background). Never raises."""
         self._local[state.station_id] = state
         if self.client is None:
-            return None
+            then()
+            return
         now = time.monotonic()
         if now < self._down_until:
             self._defer(state)
-            return None
+            then()
+            return
         pipelined = self._pipelined
-        if pipelined is None:
-            return self.save(state)
-        if now >= self._next_sentinel:
-            # The sentinel goes first: under load, a Redis that lost its data is seen within a tenth of a second.
-            if not pipelined.send(self._sentinel_command, None):
-                return self.save(state)
-            self._next_sentinel = now + SENTINEL_EVERY
-        command = redis_batch.pack(b"SET", state_key(state.station_id).encode(), state.dumps())
-        if not pipelined.send(command, state.station_id):
-            return self.save(state)
-        return None
+        if pipelined is not None:
+            if now >= self._next_sentinel and pipelined.send(self._sentinel_command, None):
+                # Under load a Redis that lost its data is seen within a tenth of a second.
+                self._next_sentinel = now + SENTINEL_EVERY
+            command = redis_batch.pack(b"SET", state_key(state.station_id).encode(), state.dumps())
+            if pipelined.send(command, (state.station_id, then)):
+                return
+        # A Redis Cluster, or the pipelined connection still being made: an ordinary write.
+        task = asyncio.create_task(self._save_then(state, then))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+
+    async def _save_then(self, state: StationState, then: Callable[[], None]) -> None:
+        try:
+            await self.save(state)
+        finally:
+            _call(then)
 
     def write_now(self, *command: bytes) -> bool:
-        """Hand a control-plane write to Redis on the state connection, before any frame of this event-loop
-        pass; False when it cannot be done at once (the caller writes it the ordinary way)."""
+        """Hand a control-plane write to Redis on the state connection, ahead of the state writes that follow
+        (and so of the frames that wait for them); False when it cannot be done so (the caller writes it the
+        ordinary way)."""
         pipelined = self._pipelined
         if pipelined is None or time.monotonic() < self._down_until:
             return False
@@ -213,17 +230,20 @@ class StateStore:
             self._not_written([token], reply)
         elif token is None:
             self._sentinel_checked(created=reply is not None)
-        elif isinstance(token, str):
-            self._deferred.pop(token, None)
+        elif isinstance(token, tuple):
+            station_id, then = token
+            self._deferred.pop(station_id, None)
+            _call(then)
 
     def _not_written(self, tokens: list[object], error: BaseException) -> None:
-        stations = [token for token in tokens if isinstance(token, str)]
-        log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(stations), error)
+        writes = [token for token in tokens if isinstance(token, tuple)]
+        log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(writes), error)
         self._down_until = time.monotonic() + RETRY_AFTER
-        for station_id in dict.fromkeys(stations):
+        for station_id, then in writes:
             state = self._local.get(station_id)
             if state is not None:
                 self._defer(state)
+            _call(then)
 
     async def save(self, state: StationState) -> None:
         """Write the state to Redis, or defer it (counted) when Redis is unavailable; never raises."""
