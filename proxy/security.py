@@ -47,7 +47,9 @@ TLS12_CIPHERS = ":".join(
 )
 PROFILE_KEY = "cutover:profile:"  # + {station}: the station's security profile, overriding the default
 PROFILE_CACHE_SECONDS = 5.0
-PROFILE_LOOKUP_TIMEOUT = 5.0  # a reconnect storm queues its lookups (its handshakes hold the loop); then 503
+# A reconnect storm queues its lookups (its handshakes hold the loop); then 503. Also the password hash's and the
+# mapped certificate CN's.
+PROFILE_LOOKUP_TIMEOUT = 5.0
 
 
 def profile_key(station_id: str) -> str:
@@ -207,9 +209,10 @@ class Admission:
         profile = await self.profile_of(station_id)  # unreadable (503): not a failed authentication, no penalty
         try:
             await self._authenticate(station_id, profile, authorization, tls)
-        except Refusal:
-            for limiter, key in limits:
-                limiter.failed(key, now)
+        except Refusal as refusal:
+            if refusal.status != 503:  # a credential Redis could not give back is no failed authentication
+                for limiter, key in limits:
+                    limiter.failed(key, now)
             raise
         for limiter, key in limits:
             limiter.succeeded(key)
@@ -244,10 +247,9 @@ class Admission:
         if self.client is None:
             return None
         try:
-            raw = await asyncio.wait_for(self.client.get(certificate_cn_key(station_id)), 0.5)
+            raw = await asyncio.wait_for(self.client.get(certificate_cn_key(station_id)), PROFILE_LOOKUP_TIMEOUT)
         except UNAVAILABLE as exc:
-            log.warning("certificate_cn_lookup_failed station_id=%s error=%r", station_id, exc)
-            return None
+            raise Refusal(503, "certificate_cn_unknown", f"certificate CN of the station unreadable: {exc!r}") from exc
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def _check_basic(self, station_id: str, authorization: str | None) -> None:
@@ -268,10 +270,13 @@ class Admission:
         if self.client is None:
             return self._hashes.get(station_id)
         try:
-            raw = await asyncio.wait_for(self.client.get(password_key(station_id)), 0.5)
+            raw = await asyncio.wait_for(self.client.get(password_key(station_id)), PROFILE_LOOKUP_TIMEOUT)
         except UNAVAILABLE as exc:
+            if station_id not in self._hashes:
+                # Not a wrong password: the station is told to come back (503), with no penalty.
+                raise Refusal(503, "password_unknown", f"password hash unreadable: {exc!r}") from exc
             log.warning("password_lookup_failed station_id=%s error=%r; using the last known hash", station_id, exc)
-            return self._hashes.get(station_id)
+            return self._hashes[station_id]
         if raw is None:
             self._hashes.pop(station_id, None)
             return None

@@ -418,3 +418,40 @@ async def test_an_unreadable_profile_refuses_for_now_rather_than_guess_the_defau
             await admission.admit("PROF3", "127.0.0.1", None, None)
         assert again.value.status == 503
     await away.aclose()
+
+
+class _PasswordsAway:
+    """A Redis that answers the security profile look-up and fails every other (the password hash, the
+    mapped certificate CN): as in a reconnect storm whose look-ups time out."""
+
+    def __init__(self, profile: int) -> None:
+        self.profile = profile
+
+    async def get(self, key: str) -> bytes:
+        from proxy.security import profile_key
+
+        if key == profile_key("PW1"):
+            return b"%d" % self.profile
+        raise ConnectionError("Redis did not answer in time")
+
+
+@pytest.mark.parametrize(("profile", "identity", "reason"), [(1, "station-id", "password_unknown"),
+                                                             (3, "mapped", "certificate_cn_unknown")])  # fmt: skip
+async def test_an_unreadable_credential_refuses_for_now_without_penalty(
+    profile: int, identity: str, reason: str
+) -> None:
+    from proxy.security import Admission, Refusal
+
+    admission = Admission(0, _PasswordsAway(profile), identity=identity)  # type: ignore[arg-type]
+    authorization = "Basic " + base64.b64encode(b"PW1:right-password").decode()
+    certificate = {"subject": ((("commonName", "SERIAL-1"),),)}
+
+    class _Tls:
+        def getpeercert(self) -> dict[str, object]:
+            return certificate
+
+    for _ in range(5):  # the station's burst; failures past its 3 free ones would be held off: none counts as one
+        with pytest.raises(Refusal) as refused:
+            await admission.admit("PW1", "127.0.0.1", authorization, _Tls() if profile == 3 else None)  # type: ignore[arg-type]
+        # Not 401 bad_password / 403 certificate_identity_mismatch: the credential was never compared.
+        assert (refused.value.status, refused.value.reason) == (503, reason)
