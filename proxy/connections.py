@@ -89,6 +89,17 @@ class MessageCallbacks:
             self._paused = False
             self.transport.resume_reading()
 
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """websockets' close; a connection closed before any session attached drops what it held, and reads
+        again if it had paused: else the peer's close frame would wait behind the paused reading."""
+        if self._handler is None:
+            self._handler = _drop
+            self._early = None
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+        await super().close(code, reason)  # type: ignore[misc]
+
     def detach(self) -> None:
         """Messages arriving from now on are dropped (the session that read them has ended)."""
         self._handler = _drop

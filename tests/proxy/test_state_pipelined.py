@@ -1,0 +1,291 @@
+"""Station states written through `StateStore.persist(state, then)` on the held, pipelined Redis connection
+(`redis_batch.Pipelined`): `then` runs once Redis holds the state, in the order handed over, with no task per
+write; when Redis stalls, dies or refuses, the state is deferred, `then` runs at once and the state is written
+again later; on a Redis Cluster every write is an ordinary one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import redis.asyncio as redis
+from prometheus_client import REGISTRY
+
+from proxy import state_store
+from proxy.redis_client import connect
+from proxy.redis_embedded import EmbeddedRedis
+from proxy.state_store import StateStore, state_key
+from tests.redis_cluster import LocalRedisCluster
+from translators.state import StationState
+
+pytestmark = pytest.mark.timeout(120)
+
+DEADLINE = 30.0  # seconds: generous, the machine is shared with benchmark runs
+
+
+def failures() -> float:
+    return REGISTRY.get_sample_value("cutover_state_persist_failures_total") or 0.0
+
+
+def station(station_id: str, version: int) -> StationState:
+    """A state told apart from another of the same station by `version`."""
+    return StationState(station_id, next_request_id=version, last_reset_type=f"v{version}")
+
+
+async def until(predicate: Callable[[], Awaitable[object] | object], seconds: float = DEADLINE) -> None:
+    """Wait until `predicate()` (or what it returns, awaited) holds, polling; fails the test past `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        value = predicate()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {seconds:g} s: {predicate}")
+        await asyncio.sleep(0.02)
+
+
+async def stored(client: redis.Redis, station_id: str) -> StationState | None:
+    raw = await client.get(state_key(station_id))
+    return None if raw is None else StationState.loads(raw if isinstance(raw, bytes) else raw.encode())
+
+
+def holds(client: redis.Redis, state: StationState) -> Callable[[], Awaitable[bool]]:
+    """A predicate: Redis holds exactly `state` for its station (Redis errors read as not yet)."""
+
+    async def check() -> bool:
+        try:
+            return await asyncio.wait_for(stored(client, state.station_id), 2) == state
+        except (redis.RedisError, OSError, TimeoutError):
+            return False
+
+    return check
+
+
+class Released:
+    """A `then` given to persist(): how often it ran, and whether the state was deferred when it did."""
+
+    def __init__(self, store: StateStore, station_id: str, order: list[str] | None = None) -> None:
+        self.store, self.station_id, self.order = store, station_id, order
+        self.calls = 0
+        self.deferred: bool | None = None
+        self._called = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.deferred = self.station_id in self.store._deferred
+        if self.order is not None:
+            self.order.append(self.station_id)
+        self._called.set()
+
+    async def wait(self) -> Released:
+        await asyncio.wait_for(self._called.wait(), DEADLINE)
+        return self
+
+
+def persist(store: StateStore, state: StationState, order: list[str] | None = None) -> tuple[Released, bool]:
+    """persist() with a recording `then`; and whether the write went on the held connection (no task taken, and
+    the caller not released at once as it is when the state is deferred)."""
+    tasks = asyncio.all_tasks()
+    released = Released(store, state.station_id, order)
+    store.persist(state, released)
+    assert released.calls == 0 or state.station_id in store._deferred  # only a deferral releases at once
+    return released, released.calls == 0 and not (asyncio.all_tasks() - tasks)
+
+
+async def persist_until_pipelined(store: StateStore, state: StationState) -> int:
+    """Persist `state` until it goes on the held connection, waiting for each write meanwhile; how many did not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    ordinary = 0
+    while True:
+        released, held = persist(store, state)
+        await released.wait()
+        assert released.calls == 1
+        if held and not released.deferred:
+            return ordinary
+        ordinary += 1
+        assert loop.time() < deadline, "the pipelined connection never came up"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def store(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[StateStore]:
+    """A state store on the suite's Redis, with the client the proxy uses (`app.redis_client`)."""
+    client = connect(redis_url, fail_fast=True)
+    store = StateStore(client)
+    yield store
+    await store.close()
+    await client.aclose()
+
+
+async def test_once_the_connection_is_held_a_state_is_in_redis_when_the_caller_is_called_back(
+    store: StateStore, redis_client: redis.Redis
+) -> None:
+    before = failures()
+    released, held = persist(store, station("CP1", 1))
+    assert not held  # no connection held yet: an ordinary write
+    assert (await released.wait()).deferred is False
+    assert await stored(redis_client, "CP1") == station("CP1", 1)  # in Redis when the caller was called back
+    await persist_until_pipelined(store, station("CP1", 2))
+    for version in range(3, 8):
+        released, held = persist(store, station("CP1", version))
+        assert held  # the connection stays held: no task for this write
+        assert released.calls == 0  # not before Redis acknowledged it
+        assert (await released.wait()).deferred is False
+        assert released.calls == 1
+        assert await stored(redis_client, "CP1") == station("CP1", version)
+    assert store._deferred == {}
+    assert failures() == before
+
+
+async def test_many_persists_of_several_stations_in_one_pass_are_acknowledged_in_order_latest_last(
+    store: StateStore, redis_client: redis.Redis
+) -> None:
+    await persist_until_pipelined(store, station("CP0", 0))
+    before = failures()
+    states = {f"CP{index}": StationState(f"CP{index}") for index in range(1, 6)}
+    order: list[str] = []
+    expected: list[str] = []
+    releases: list[Released] = []
+    for version in range(1, 21):  # one pass: nothing awaited in between
+        for station_id, state in states.items():
+            state.next_request_id = version  # as the translator does: one state object, changed in place
+            state.last_reset_type = f"{station_id} v{version}"
+            released, held = persist(store, state, order)
+            assert held
+            releases.append(released)
+            expected.append(station_id)
+    assert order == []  # none before Redis answered
+    for released in releases:
+        await released.wait()
+    assert order == expected  # called back in the order handed over, each once
+    assert all(released.calls == 1 and released.deferred is False for released in releases)
+    for state in states.values():
+        assert (await stored(redis_client, state.station_id)) == state
+        assert state.next_request_id == 20
+    assert store._deferred == {}
+    assert failures() == before
+
+
+async def test_a_stalled_redis_cuts_the_connection_releases_the_caller_and_writes_the_state_once_back(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_store, "REPLY_TIMEOUT", 0.3)
+    client = connect(redis_url, fail_fast=True)
+    store = StateStore(client)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        await persist_until_pipelined(store, station("STALL1", 1))
+        before = failures()
+        await admin.execute_command("CLIENT", "PAUSE", "3000", "WRITE")  # writes wait 3 s, replies with them
+        released, held = persist(store, station("STALL1", 2))
+        assert held
+        # Not acknowledged within the reply timeout: the caller goes on, the state deferred (Redis still paused).
+        assert (await released.wait()).deferred is True
+        assert failures() > before
+        released, _ = persist(store, station("STALL1", 3))  # while Redis stalls: never raises, releases
+        assert (await released.wait()).deferred is True
+        await until(holds(redis_client, station("STALL1", 3)))  # the deferred state, written once Redis answers
+        await until(lambda: store._deferred == {})
+        await persist_until_pipelined(store, station("STALL1", 4))  # a connection held again
+        released, held = persist(store, station("STALL1", 5))
+        assert held and (await released.wait()).deferred is False
+        assert await stored(redis_client, "STALL1") == station("STALL1", 5)
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+        await store.close()
+        await client.aclose()
+
+
+async def test_a_redis_killed_and_restarted_gets_the_deferred_states_again() -> None:
+    server = EmbeddedRedis().start()
+    port = server.port
+    client = connect(server.url, fail_fast=True)
+    reader = redis.Redis.from_url(server.url)
+    store = StateStore(client)
+    try:
+        await persist_until_pipelined(store, station("KILL1", 1))
+        await persist_until_pipelined(store, station("KILL2", 1))
+        assert await stored(reader, "KILL1") == station("KILL1", 1)
+        before = failures()
+        server.kill()
+        for version in range(2, 12):  # Redis away: persist never raises, and the caller is released
+            released, _ = persist(store, station("KILL1", version))
+            assert (await released.wait()).deferred is True
+            await asyncio.sleep(0.05)
+        released, _ = persist(store, station("KILL2", 11))
+        assert (await released.wait()).deferred is True
+        assert failures() > before
+        assert store._deferred == {"KILL1": station("KILL1", 11), "KILL2": station("KILL2", 11)}
+        server = EmbeddedRedis(port).start()  # empty: no persistence
+        await until(holds(reader, station("KILL1", 11)))
+        await until(holds(reader, station("KILL2", 11)))
+        await until(lambda: store._deferred == {})
+        await persist_until_pipelined(store, station("KILL1", 12))
+        assert await stored(reader, "KILL1") == station("KILL1", 12)
+    finally:
+        await store.close()
+        await client.aclose()
+        await reader.aclose()
+        server.stop()
+
+
+async def test_an_error_reply_defers_that_state_and_the_connection_serves_later_writes(
+    store: StateStore, redis_client: redis.Redis
+) -> None:
+    old_maxmemory = str((await redis_client.config_get("maxmemory"))["maxmemory"])
+    old_policy = str((await redis_client.config_get("maxmemory-policy"))["maxmemory-policy"])
+    await persist_until_pipelined(store, station("OOM1", 1))
+    await persist_until_pipelined(store, station("OOM2", 1))
+    before = failures()
+    try:
+        await redis_client.config_set("maxmemory-policy", "noeviction")
+        await redis_client.config_set("maxmemory", 1)  # every SET now answers "-OOM command not allowed ..."
+        released, held = persist(store, station("OOM1", 2))
+        assert held
+        assert (await released.wait()).deferred is True  # refused: deferred, the caller released
+        assert failures() > before
+        assert "OOM2" not in store._deferred
+        assert await stored(redis_client, "OOM1") == station("OOM1", 1)
+    finally:
+        await redis_client.config_set("maxmemory", old_maxmemory)
+        await redis_client.config_set("maxmemory-policy", old_policy)
+    await until(holds(redis_client, station("OOM1", 2)))  # the deferred state, retried
+    await until(lambda: store._deferred == {})
+    after_retry = failures()
+    # The error was a reply like any other: the held connection still takes writes.
+    released, held = persist(store, station("OOM2", 2))
+    assert held
+    assert (await released.wait()).deferred is False
+    assert await stored(redis_client, "OOM2") == station("OOM2", 2)
+    assert failures() == after_retry
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalRedisCluster]:
+    with LocalRedisCluster(masters=3) as started:
+        yield started
+
+
+async def test_on_a_redis_cluster_every_persist_is_an_ordinary_write_and_lands(cluster: LocalRedisCluster) -> None:
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    try:
+        before = failures()
+        for version in range(1, 4):
+            for station_id in ("CLU-A", "CLU-B", "CLU-C"):  # keys in different slots, on different masters
+                released, held = persist(store, station(station_id, version))
+                assert not held  # no single connection to write on: each write is awaited by a task
+                assert released.calls == 0
+                assert (await released.wait()).deferred is False
+                assert await stored(client, station_id) == station(station_id, version)
+        assert store._deferred == {}
+        assert failures() == before
+    finally:
+        await store.close()
+        await client.aclose()
