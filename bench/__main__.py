@@ -239,6 +239,20 @@ async def tee_after_load(admin_port: int, before: dict[str, Any]) -> dict[str, A
     }
 
 
+def run_header() -> dict[str, Any]:
+    """What every results file starts with: when, on what machine, and from which source."""
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "source": source_revision(),
+    }
+
+
 def source_revision() -> dict[str, Any]:
     """The commit benchmarked, and the files that differ from it (the numbers are of the working tree)."""
     root = Path(__file__).parent.parent
@@ -277,14 +291,7 @@ def report(scenarios: dict[str, dict[str, Any]], chargers: int, duration: float)
         for name, goal in TARGETS.items()
     }  # fmt: skip
     return {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "source": source_revision(),
+        **run_header(),
         "chargers": chargers,
         "duration_s": duration,
         "throughput_ratio": measured["throughput_ratio"],
@@ -352,7 +359,7 @@ def table(results: dict[str, Any]) -> str:
             for name, target in results["targets"].items()
         ),
         "not measured by this run: 10,000 chargers on one process and memory at scale (--scenario idle), "
-        "shadow lag (make soak)",
+        "shadow lag at this rate (python -m bench.shadow_lag), one and two proxy processes (python -m bench.workers)",
     ]
     return "\n".join(lines)
 

@@ -18,13 +18,11 @@ import argparse
 import asyncio
 import math
 import os
-import platform
 import signal
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ import redis.asyncio as redis
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.__main__ import CLOCK_TICKS, Child, cpu_seconds, healthz, publish, source_revision, tee_drop_reasons
+from bench.__main__ import CLOCK_TICKS, Child, cpu_seconds, healthz, publish, run_header, tee_drop_reasons
 from bench.__main__ import RESULTS as MAIN_RESULTS
 from bench.load import close_all, connect_all, run_all
 from bench.soak import SHADOW_GROUP, TEE_SHARDS, redis_pid, start_shadow_worker, stop_process, wait_for_metrics
@@ -400,14 +398,7 @@ def report(measured: dict[str, Any], chargers: int, duration: float, workers: in
     met = measured["lag_s"]["share_within_target"] >= 0.99 and measured["drain"]["caught_up"]
     main = main_bench_throughput()
     return {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "source": source_revision(),
+        **run_header(),
         "chargers": chargers,
         "duration_s": duration,
         "shadow_workers": workers,

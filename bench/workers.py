@@ -11,19 +11,17 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from bench.__main__ import CLOCK_TICKS, Child, healthz, measure, publish, source_revision, tee_drop_reasons
+from bench.__main__ import CLOCK_TICKS, Child, healthz, measure, publish, run_header, tee_drop_reasons
 from bench.soak import proxy_fds, redis_pid, stop_process, tcp_ports
 from proxy.redis_embedded import EmbeddedRedis, free_port
 
@@ -267,15 +265,10 @@ def report(
 ) -> dict[str, Any]:
     throughput = [runs["2"]["throughput_msgs_per_s"] / runs["1"]["throughput_msgs_per_s"] for runs in rounds]
     cpu = [runs["2"]["proxy_cpu_us_per_frame"] / runs["1"]["proxy_cpu_us_per_frame"] for runs in rounds]
+    header = run_header()
+    header["machine"]["load_average_1min_before_and_after"] = load
     return {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1min_before_and_after": load,
-        },
-        "source": source_revision(),
+        **header,
         "chargers": chargers,
         "duration_s": duration,
         # Ratios of the two runs of one round; with several rounds, their median.
