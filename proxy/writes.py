@@ -10,8 +10,11 @@ state handed over before a frame was queued reaches Redis's socket before that f
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger("cutover.proxy")
 
 
 class Writer(Protocol):
@@ -39,7 +42,7 @@ class PassWrites:
         while self._first:
             flushes, self._first = self._first, {}
             for flush in flushes:
-                flush()
+                _run(flush)
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,7 +55,15 @@ class PassWrites:
         self.flush_first()
         writers, self._writers = self._writers, {}
         for writer in writers:
-            writer.write_frames()
+            _run(writer.write_frames)
+
+
+def _run(write: Callable[[], None]) -> None:
+    """One write of the pass; a failure (a bug) is logged and never keeps the others of the pass from going."""
+    try:
+        write()
+    except Exception:
+        log.exception("pass_write_failed write=%r", write)
 
 
 WRITES = PassWrites()  # one per process: the order holds across all its stations

@@ -471,3 +471,28 @@ async def test_websockets_own_frames_leave_after_a_state_handed_over_before(monk
         await charger.close(1001, "proxy stopping")
         assert order[:2] == ["state before the close", "frame"]
         assert client.close_code == 1001
+
+
+async def test_a_failing_write_of_the_pass_keeps_the_others_going(caplog: pytest.LogCaptureFixture) -> None:
+    done: list[str] = []
+
+    class Writer:
+        def __init__(self, name: str, fails: bool = False) -> None:
+            self.name, self.fails = name, fails
+
+        def write_frames(self) -> None:
+            if self.fails:
+                raise RuntimeError("a bug")
+            done.append(self.name)
+
+    def broken_flush() -> None:
+        raise RuntimeError("a bug in a flush")
+
+    WRITES.first(broken_flush)
+    WRITES.first(lambda: done.append("state"))
+    for writer in (Writer("a"), Writer("b", fails=True), Writer("c")):
+        WRITES.frames(writer)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert done == ["state", "a", "c"]
+    assert sum("pass_write_failed" in record.message for record in caplog.records) == 2
