@@ -26,6 +26,7 @@ Command = tuple[bytes, ...]
 READ_CHUNK = 1 << 16
 LONG_COMMAND = 6  # arguments from which `pack_all` keeps a command's packed prefix
 MAX_PREFIXES = 1024
+MAX_PREFIX_BYTES = 256  # a longer head (an EVAL's script and keys) is not kept
 _PREFIXES: dict[tuple[bytes, ...], bytes] = {}
 
 
@@ -44,6 +45,9 @@ def pack_all(commands: Sequence[Command]) -> bytes:
             continue
         head = command[:-1]
         prefix = _PREFIXES.get(head)
+        if prefix is None and sum(map(len, head)) > MAX_PREFIX_BYTES:  # unique each time (a script's keys)
+            packed.append(pack(*command))
+            continue
         if prefix is None:
             if len(_PREFIXES) >= MAX_PREFIXES:
                 _PREFIXES.clear()
