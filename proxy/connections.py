@@ -4,8 +4,9 @@ The proxy's hot path is synchronous: a message arrives (websockets' `data_receiv
 the session parses and translates it, hands the station state to Redis and queues what results, all in
 that one call; the writes go out once per event-loop pass (`writes`). websockets' own reading path (a
 queue, a future per message, coroutines woken per frame) and its `send()` (an async context manager and a
-drain per message) cost more CPU than the translation itself. Only data frames take this path: the
-opening handshake, pings and pongs, and the closing handshake stay websockets' own.
+drain per message) cost more CPU than the translation itself. Only data frames take this path, with the
+checks websockets' reading path makes on them (a text message must be UTF-8: 1007; at most its number of
+fragments: 1009); the opening handshake, pings and pongs, and the closing handshake stay websockets' own.
 
 No backpressure is lost that OCPP-J does not bound already: the proxy sends a peer only answers to that
 peer's CALLs and its own CALLs one at a time, and a translating session holds at most `MAX_QUEUED_CALLS`
@@ -14,13 +15,17 @@ per leg. A peer that stops reading while its write buffer passes `WRITE_BUFFER_L
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.messages import MAX_FRAGMENTS
 from websockets.asyncio.server import ServerConnection
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
 
 from proxy.writes import WRITES
@@ -45,12 +50,15 @@ class MessageCallbacks:
     _handler: Callable[[bytes], None] | None = None
     _early: list[bytes] | None = None
     _fragments: list[bytes] | None = None
+    _text = False  # whether the message being received is a text one (UTF-8 checked)
     _paused = False
+    _closing: asyncio.Future[None] | None = None  # failing the connection (kept: a task needs a reference)
 
     def process_event(self, event: Any) -> None:
         if isinstance(event, Frame):
             opcode = event.opcode
             if opcode in _DATA:
+                self._text = opcode is Opcode.TEXT
                 if event.fin:
                     self._deliver(event.data if type(event.data) is bytes else bytes(event.data))
                 else:
@@ -60,6 +68,9 @@ class MessageCallbacks:
                 # websockets' protocol rejects a continuation without a start, and bounds the total (max_size).
                 fragments = self._fragments
                 if fragments is not None:
+                    if len(fragments) >= MAX_FRAGMENTS:
+                        self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+                        return
                     fragments.append(bytes(event.data))
                     if event.fin:
                         self._fragments = None
@@ -68,6 +79,12 @@ class MessageCallbacks:
         super().process_event(event)  # type: ignore[misc]
 
     def _deliver(self, message: bytes) -> None:
+        if self._text:
+            try:
+                message.decode()  # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection
+            except UnicodeDecodeError as exc:
+                self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                return
         handler = self._handler
         if handler is not None:
             handler(message)
@@ -99,6 +116,20 @@ class MessageCallbacks:
             self._paused = False
             self.transport.resume_reading()
         await super().close(code, reason)  # type: ignore[misc]
+
+    def _fail(self, code: CloseCode, reason: str) -> None:
+        """Fail the connection as websockets' reading path does (its recv() on the same errors): nothing more is
+        delivered, the close frame goes out, and the connection is cut if the peer does not close in time."""
+        self._handler = _drop
+        self._fragments = self._early = None
+        if self.protocol.state is State.OPEN:
+            self.protocol.fail(code, reason)
+            self._closing = asyncio.ensure_future(self._closed_after_failing())
+
+    async def _closed_after_failing(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async with self.send_context(expected_state=State.CLOSING):  # type: ignore[attr-defined]
+                pass
 
     def detach(self) -> None:
         """Messages arriving from now on are dropped (the session that read them has ended)."""

@@ -123,6 +123,30 @@ async def test_oversized_frame_closes_with_1009(proxy: RunningProxy, legacy: Leg
     assert legacy.received == []
 
 
+async def test_text_that_is_not_utf8_closes_with_1007(proxy: RunningProxy, legacy: LegacyCsms) -> None:
+    # RFC 6455 §8.1: an endpoint that finds a text message is not UTF-8 fails the connection.
+    async with connect(proxy_url(proxy) + "/BAD04", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        await ws.send(b'[2,"u1","DataTransfer",{"vendorId":"\xff\xfe"}]', text=True)
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    assert "invalid start byte" in closed.value.rcvd.reason
+    assert legacy.received == []
+
+
+async def test_a_message_in_too_many_fragments_closes_with_1009(proxy: RunningProxy, legacy: LegacyCsms) -> None:
+    from websockets.asyncio.messages import MAX_FRAGMENTS
+
+    fragments = ['[2,"f1","Heartbeat",{', *([""] * MAX_FRAGMENTS), "}]"]
+    async with connect(proxy_url(proxy) + "/BAD05", subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.send(fragments)
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert closed.value.rcvd.reason == "too many fragments"
+    assert legacy.received == []
+
+
 @pytest.mark.parametrize(
     ("path", "subprotocols", "needle"),
     [
