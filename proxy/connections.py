@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import websockets.frames
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.messages import MAX_FRAGMENTS
 from websockets.asyncio.server import ServerConnection
@@ -38,6 +41,30 @@ EARLY_MESSAGES = 16
 # Bytes waiting to be written to a peer, beyond which it is taken for one that stopped reading.
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024
 _DATA = (Opcode.TEXT, Opcode.BINARY)
+
+
+class MaskEntropy:
+    """What websockets' frames module asks `secrets` for: the 4-byte masking key of every frame a client
+    sends (the upstream leg's), which RFC 6455 §5.3 wants from a strong source of entropy. Still the
+    kernel's (`os.urandom`), read 4 KiB at a time instead of one getrandom() system call per frame."""
+
+    POOL = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # websockets' threading client may mask frames in other threads
+        self._pool = b""
+        self._at = 0
+
+    def token_bytes(self, nbytes: int) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + nbytes > len(self._pool):
+                self._pool, at = os.urandom(max(self.POOL, nbytes)), 0
+            self._at = at + nbytes
+            return self._pool[at : at + nbytes]
+
+
+websockets.frames.secrets = MaskEntropy()  # type: ignore[assignment]
 
 
 class MessageCallbacks:

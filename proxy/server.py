@@ -457,6 +457,8 @@ class Session:
         self._all_sent: asyncio.Future[None] | None = None  # awaited by a session ending with frames held
         self._device_model_saving = False
         self._device_model_dirty = False
+        # Asked once: asyncio.get_running_loop() makes a getpid() system call each time (CPython 3.11).
+        self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
         settings = self.proxy.settings
@@ -609,7 +611,7 @@ class Session:
         engine = self.engine
         assert engine is not None
         try:
-            now = asyncio.get_running_loop().time()
+            now = self._loop.time()
             if leg is not None:
                 outcome = engine.receive(leg, frame, now)
                 call = outcome.received_call
@@ -698,7 +700,7 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
         self._armed = deadline
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._deadline)
+        self._timer = self._loop.call_at(deadline, self._deadline)
 
     def _count_and_tee(self, leg: LegName, direction: str, frame: bytes) -> None:
         message_type = MESSAGE_TYPES.get(frame[1] if len(frame) > 1 else 0, "invalid")

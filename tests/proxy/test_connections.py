@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import websockets.frames
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+from websockets.utils import apply_mask
 
 from proxy import connections
 from proxy.connections import EARLY_MESSAGES, ChargerConnection, UpstreamConnection
@@ -496,3 +499,31 @@ async def test_a_failing_write_of_the_pass_keeps_the_others_going(caplog: pytest
     await asyncio.sleep(0)
     assert done == ["state", "a", "c"]
     assert sum("pass_write_failed" in record.message for record in caplog.records) == 2
+
+
+# -- the upstream leg's masking keys ------------------------------------------------------------
+
+
+def test_masking_keys_come_from_the_kernel_in_pooled_reads_and_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real_urandom = os.urandom
+
+    def counting_urandom(n: int) -> bytes:
+        reads.append(n)
+        return real_urandom(n)
+
+    monkeypatch.setattr(connections.os, "urandom", counting_urandom)
+    entropy = connections.MaskEntropy()
+    monkeypatch.setattr(websockets.frames, "secrets", entropy)
+    payload = b'[2,"1","Heartbeat",{}]'
+    frame = websockets.frames.Frame(websockets.frames.Opcode.TEXT, payload)
+    count = 3 * connections.MaskEntropy.POOL // 4
+    serialized = [frame.serialize(mask=True, extensions=[]) for _ in range(count)]
+    assert reads == [connections.MaskEntropy.POOL] * 3  # one read per 1,024 frames, not one per frame
+    masks = [data[2:6] for data in serialized]  # RFC 6455 §5.2: 2 header bytes, then the masking key
+    assert len(set(masks)) > count - 5  # 32-bit keys from the kernel: a repeat or two at most by chance
+    assert all(apply_mask(data[6:], data[2:6]) == payload for data in serialized)
+
+
+def test_the_websockets_frames_module_masks_with_the_pooled_entropy() -> None:
+    assert isinstance(websockets.frames.secrets, connections.MaskEntropy)
