@@ -72,9 +72,7 @@ CONFIG_KEY_TO_VARIABLE = {
     "StartTxnSampledData": Variable("SampledDataCtrlr", "TxStartedMeasurands", None, "csl", False),
     "AlignedDataSignReadings": Variable("AlignedDataCtrlr", "SignReadings", None, "boolean", False),
 }  # fmt: skip
-VARIABLE_TO_CONFIG_KEY = {
-    (v.component, v.variable, v.instance): key for key, v in CONFIG_KEY_TO_VARIABLE.items()
-}
+VARIABLE_TO_CONFIG_KEY = {(v.component, v.variable, v.instance): key for key, v in CONFIG_KEY_TO_VARIABLE.items()}
 # OCPP 1.6 §6.13 / §7.22: GetConfiguration KeyValue.value is at most 500 characters.
 MAX_CONFIG_VALUE = 500
 # 2.0.1 SetVariableStatusEnumType → 1.6 ConfigurationStatus (messages.md §2.18).
@@ -87,7 +85,6 @@ SET_VARIABLE_STATUS_TO_16 = {
     "NotSupportedAttributeType": "NotSupported",
 }
 BOOLEAN_VALUES = {"true": "true", "false": "false"}
-
 
 
 # 1.6 keys derived from the device model (read-only in 1.6), config-keys.md §1 and §1.1.
@@ -123,7 +120,7 @@ MAX_KEYS = len(CONFIG_KEY_TO_VARIABLE) + len(MAX_LIMIT_KEYS) + 3
 
 def request_base_report(ctx: Context, payload: dict[str, Any]) -> Generator[Request, Any, dict[str, Any]]:
     """The proxy's own GetBaseReport(FullInventory) after a boot; NotifyReport parts fill the cache."""
-    request_id = ctx.state.on_request_issued("GetBaseReport")
+    request_id = ctx.state.new_request_id()  # remembered by the device model, not in `requests`
     ctx.touch()
     ctx.device_model.on_report_requested(request_id)
     ctx.device_model_changed = True

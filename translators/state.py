@@ -162,10 +162,17 @@ class StationState:
             del self.remote_starts[next(iter(self.remote_starts))]
         return remote
 
-    def on_request_issued(self, operation: str, legacy_request_id: int | None = None) -> int:
-        """A fresh 2.0.1 requestId standing for `operation` (the oldest are forgotten)."""
+    def new_request_id(self) -> int:
+        """A fresh 2.0.1 requestId for a request whose answers nothing needs to trace back (the proxy's own
+        GetBaseReport: its NotifyReports are matched by the device model)."""
         request_id = self.next_request_id
         self.next_request_id += 1
+        return request_id
+
+    def on_request_issued(self, operation: str, legacy_request_id: int | None = None) -> int:
+        """A fresh 2.0.1 requestId standing for `operation`, remembered for the status notifications that
+        will carry it (the oldest are forgotten)."""
+        request_id = self.new_request_id()
         self.requests[request_id] = [operation, legacy_request_id]
         while len(self.requests) > MAX_PENDING_REQUESTS:
             del self.requests[next(iter(self.requests))]
