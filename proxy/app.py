@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 
 from proxy import redis_client as redis_clients
 from proxy.admin import AdminServer
+from proxy.security import TlsTerminator
 from proxy.server import OCPP16, OCPP201, Proxy, ProxySettings
 from proxy.state_store import StateStore
 from proxy.tee import Tee
@@ -62,7 +65,10 @@ async def start_proxy(
     metrics_listen: tuple[str, int] | None = None,
     *,
     reuse_port: bool = False,
+    tls_reloaded: Callable[[], None] | None = None,
 ) -> RunningProxy:
+    """`tls_reloaded` runs after `POST /tls/reload` re-read this process's TLS material (worker 0 of
+    `--workers` passes the reload on to the other workers with it)."""
     clients = [redis_client(redis_url), redis_client(redis_url)] if redis_url else []
     tee = Tee(clients[0] if clients else None)
     store = StateStore(clients[1] if clients else None)
@@ -77,7 +83,7 @@ async def start_proxy(
             running.health,
             clients[1] if clients else None,
             admin_token,
-            proxy.tls.reload if proxy.tls is not None else None,
+            None if proxy.tls is None else functools.partial(reload_tls, proxy.tls, tls_reloaded),
             "api" if metrics_listen is not None else "all",
         )
         await running.admin.start()
@@ -87,3 +93,9 @@ async def start_proxy(
         await running.metrics.start()
         log.info("metrics_listening url=%s/metrics", running.metrics.url)
     return running
+
+
+def reload_tls(tls: TlsTerminator, then: Callable[[], None] | None) -> None:
+    tls.reload()  # raises, the previous material still served, when the new one does not load
+    if then is not None:
+        then()

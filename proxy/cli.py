@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -344,6 +345,8 @@ async def serve_proxy(values: dict[str, Any], worker: int | None = None, parent:
         running = await start_proxy(
             proxy_settings(values, values["legacy_url"]), redis_url, values["admin_listen"] if admin else None,
             admin_token(values), values["metrics_listen"] if admin else None, reuse_port=worker is not None,
+            # Worker 0's POST /tls/reload: the supervisor passes a SIGHUP on to every worker (this one again too).
+            tls_reloaded=None if parent is None else functools.partial(os.kill, parent, signal.SIGHUP),
         )  # fmt: skip
         if running.proxy.tls is not None or worker is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_tls, running)

@@ -7,8 +7,9 @@ workers), restarts a worker that dies (after 0.5 s, doubling up to 10 s while wo
 passes SIGHUP on (TLS reload) and on SIGTERM or SIGINT stops every worker and exits.
 
 Worker 0 alone serves the admin listener (API, `/healthz`, `/metrics`) and `--metrics-listen`; its `/metrics`
-is the sum over all workers (prometheus_client's multiprocess mode, one scrape target per host or pod), and its
-`/healthz` counts the stations of worker 0.
+is the sum over all workers (prometheus_client's multiprocess mode, one scrape target per host or pod), its
+`/healthz` counts the stations of worker 0, and its `POST /tls/reload` re-reads worker 0's TLS material (the
+answer says whether it loaded) then signals this supervisor, which passes a SIGHUP on to every worker.
 """
 
 from __future__ import annotations

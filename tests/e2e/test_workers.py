@@ -1,6 +1,6 @@
 """`cutover proxy --workers 2`: two proxy processes on one port (SO_REUSEPORT) under a supervising parent; the
 kernel spreads chargers over both, /metrics on worker 0 sums both, a killed worker is restarted and its chargers
-carry on, SIGTERM stops everything."""
+carry on, SIGTERM stops everything; a TLS reload asked of worker 0 reaches every worker."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import redis.asyncio as redis
 
 from peers.charger201 import Charger201
 from peers.legacy_csms import LegacyCsms, wait_for
-from proxy import routing
+from proxy import pki, routing
 from proxy.redis_embedded import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -114,3 +115,58 @@ async def test_two_workers_share_the_port_and_survive_a_killed_worker(
         if supervisor.poll() is None:
             os.killpg(supervisor.pid, signal.SIGKILL)
             supervisor.wait()
+
+
+async def served_certificates(port: int, pki_dir: Path, handshakes: int = 24) -> set[str]:
+    """The serial numbers of the server certificates `handshakes` new TLS connections were given: with two
+    workers on the port, the kernel hands some to each (all to one: a chance of 2 in 2^24)."""
+    context = ssl.create_default_context(cafile=pki_dir / "ca.pem")
+    serials = set()
+    for _ in range(handshakes):
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+        serials.add(writer.get_extra_info("ssl_object").getpeercert()["serialNumber"])
+        writer.close()
+        await writer.wait_closed()
+    return serials
+
+
+async def test_a_tls_reload_asked_of_worker_0_reaches_every_worker(
+    legacy: LegacyCsms, redis_url: str, tmp_path: Path
+) -> None:
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    pki.init_ca(pki_dir)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("a-very-long-admin-token")
+    port, admin_port = free_port(), free_port()
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as stderr:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--workers", "2", "--listen", f"127.0.0.1:{port}",
+             "--legacy-url", legacy.url, "--redis-url", redis_url, "--admin-listen", f"127.0.0.1:{admin_port}",
+             "--admin-token-file", str(token_file), "--security-profile", "2",
+             "--tls-cert", str(pki_dir / "server.pem"), "--tls-key", str(pki_dir / "server.key")],
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+    try:
+        await wait_for(lambda: log.read_text().count("proxy_listening") == 2, timeout=30, what="both workers listen")
+        (before,) = await served_certificates(port, pki_dir)
+
+        pki.issue_server(pki_dir, ("localhost",), ("127.0.0.1",))  # a rotated certificate
+        headers = {"Authorization": "Bearer a-very-long-admin-token"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"http://127.0.0.1:{admin_port}/tls/reload") as response:
+                assert response.status == 200, await response.text()
+        deadline = time.monotonic() + 10
+        # Until every worker serves the new one: worker 0 at once, the other on the supervisor's SIGHUP.
+        while len(serials := await served_certificates(port, pki_dir)) != 1 or before in serials:
+            assert time.monotonic() < deadline, f"served after the reload: {serials}, the old one {before}"
+            await asyncio.sleep(0.2)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(supervisor.wait, 30)
+            except subprocess.TimeoutExpired:
+                os.killpg(supervisor.pid, signal.SIGKILL)
+                supervisor.wait()
