@@ -55,6 +55,10 @@ TEE_QUEUE_DEPTH = Gauge("cutover_tee_queue_depth", "Frames waiting in the tee qu
 STATE_PERSIST_FAILURES = Counter(
     "cutover_state_persist_failures_total", "Station state writes to Redis that failed or were deferred"
 )
+STATE_WRITES_SUPERSEDED = Counter(
+    "cutover_state_writes_superseded_total",
+    "Station state writes refused because a newer connection of the station claimed it (its session is ended)",
+)
 TRANSACTIONS = Counter(
     "cutover_transactions_total", "2.0.1 transactions seen by the translator, by event", ["event"]
 )

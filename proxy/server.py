@@ -459,6 +459,8 @@ class Session:
         self._device_model_dirty = False
         # Asked once: asyncio.get_running_loop() makes a getpid() system call each time (CPython 3.11).
         self._loop = asyncio.get_running_loop()
+        self._epoch = 0  # of this session's claim on the station: its state writes carry it
+        self.superseded = False  # a newer connection of the station claimed it: this session ends, sending nothing
 
     async def run(self) -> None:
         settings = self.proxy.settings
@@ -471,6 +473,7 @@ class Session:
         state: StationState | None = None
         if not native and self.subprotocol == OCPP201:
             try:
+                self._epoch = await self.proxy.store.claim(self.station_id)
                 state = await self.proxy.store.load(self.station_id)
             except StateUnavailable as exc:
                 await refuse_for_now(self.charger, self.station_id, exc)
@@ -583,7 +586,7 @@ class Session:
         answer, within the call timeout, so it is recorded. Dropped, the charger's retransmission of the
         event would make the proxy send it again, and the legacy would open the transaction twice."""
         engine = self.engine
-        if not isinstance(engine, Bridge):
+        if not isinstance(engine, Bridge) or self.superseded:  # a newer session records what comes now
             return
         loop = asyncio.get_running_loop()
         until = loop.time() + self.proxy.settings.translation.call_timeout + 1.0
@@ -632,6 +635,8 @@ class Session:
     def _effect(self, outcome: Outcome) -> None:
         """Persist, then send: a frame never leaves before Redis holds the state it depends on. Frames wait
         in order (`_held`): those of an outcome that changed nothing go out at once unless earlier ones wait."""
+        if self.superseded:  # a timer's outcome after the session lost its station: nothing of it may go
+            return
         if outcome.device_model_changed and isinstance(self.engine, Bridge):
             self._save_device_model()
         held = self._held
@@ -643,7 +648,9 @@ class Session:
             return
         entry: list[Any] = [outcome, False]
         held.append(entry)
-        self.proxy.store.persist(self.engine.state, functools.partial(self._persisted, entry))
+        self.proxy.store.persist(
+            self.engine.state, functools.partial(self._persisted, entry), epoch=self._epoch, superseded=self._superseded
+        )
 
     def _persisted(self, entry: list[Any]) -> None:
         """Redis acknowledged the state an outcome waited for (or the write was deferred): send what may go."""
@@ -653,6 +660,26 @@ class Session:
             self._send(held.popleft()[0])
         if not held and self._all_sent is not None and not self._all_sent.done():
             self._all_sent.set_result(None)
+
+    def _superseded(self) -> None:
+        """Redis refused this session's state: a newer connection of the station (through another proxy
+        instance) claimed it. What waited for that state is stale and is not sent; the session ends, its
+        charger closed as when a newer connection replaces it here."""
+        if self.superseded:
+            return
+        self.superseded = True
+        log.warning(
+            "session_superseded station_id=%s connection_id=%s frames_dropped=%d; a newer connection of the"
+            " station claimed it, closing this one", self.station_id, self.connection_id,
+            sum(len(o.to_charger) + len(o.to_legacy) for o, _ in self._held),
+        )  # fmt: skip
+        self._held.clear()
+        if self._all_sent is not None and not self._all_sent.done():
+            self._all_sent.set_result(None)
+        self.charger.detach()
+        if self.legacy is not None:
+            self.legacy.detach()
+        self._in_background(self.close_charger(1001, "replaced by a newer connection of this station"))
 
     def _send(self, outcome: Outcome) -> None:
         for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):

@@ -12,6 +12,12 @@ counted and retried in the background, and the caller is called back at once, so
 in-process copy serves a reconnecting station meanwhile. When Redis comes back without its data (a restart
 without persistence, a flush), every state this process holds is written again: a sentinel key of this
 process, absent again once set, tells that it happened.
+
+Writes are fenced by the station's epoch: a session claims its station (`claim()`, the epoch in the station's
+hash incremented) before it loads the state, and its writes go through only while no later claim was made.
+A session superseded by a newer connection of its station on another proxy instance (a charger back through
+another path while its old connection still looks open) cannot write its older state over the newer one's:
+its write is refused and the session is told (`superseded`), instead of frames leaving on a stale state.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import redis.asyncio as redis
 
 from proxy import metrics, redis_batch
 from proxy.redis_client import UNAVAILABLE, UNAVAILABLE_OR_UNREADABLE
+from proxy.routing import station_key
 from translators.state import DeviceModel, StationState
 
 log = logging.getLogger("cutover.state")
@@ -42,6 +49,19 @@ RESTORE_CHUNK = 500
 REPLY_TIMEOUT = SAVE_TIMEOUT
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
 _CONTROL = object()  # the token of a control-plane write on the pipelined connection
+EPOCH_FIELD = b"epoch"  # in the station's hash (`routing.station_key`), the same Redis Cluster slot as its state
+# KEYS: the station's hash, its state; ARGV: the writer's epoch, the state. 1 written, 0 a later claim was made.
+FENCED_SET = (
+    b"local claimed = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') "
+    b"if claimed > tonumber(ARGV[1]) then return 0 end "
+    b"redis.call('SET', KEYS[2], ARGV[2]) return 1"
+)
+
+
+def fenced_set(station_id: str, epoch: int, packed: bytes) -> redis_batch.Command:
+    """The state write of a session that claimed the station at `epoch`."""
+    return (b"EVAL", FENCED_SET, b"2", station_key(station_id).encode(), state_key(station_id).encode(),
+            b"%d" % epoch, packed)  # fmt: skip
 
 
 def _call(then: Callable[[], None]) -> None:
@@ -68,12 +88,14 @@ class StateStore:
     def __init__(self, client: redis.Redis | None) -> None:
         self.client = client
         self._local: dict[str, StationState] = {}
+        self._epochs: dict[str, int] = {}  # the epoch of each station's latest write from this process
         self._models: dict[str, DeviceModel] = {}
         self._deferred: dict[str, StationState] = {}
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
-        # The next write: key → (the latest state packed, the saves waiting for it).
-        self._batch: dict[str, tuple[bytes, list[asyncio.Future[None]]]] = {}
+        # The next write: station → (the latest state packed, its epoch, the saves waiting: True once written,
+        # False when a later claim refused it).
+        self._batch: dict[str, tuple[bytes, int, list[asyncio.Future[bool]]]] = {}
         self._writer: asyncio.Task[None] | None = None
         self._sentinel = f"cutover:sentinel:{{{os.urandom(6).hex()}}}"
         self._sentinel_set = False
@@ -138,6 +160,22 @@ class StateStore:
             with contextlib.suppress(*UNAVAILABLE):
                 await asyncio.wait_for(self.client.delete(self._sentinel), SAVE_TIMEOUT)
 
+    async def claim(self, station_id: str) -> int:
+        """Claim the station for a session that is about to load its state: the new epoch its writes carry.
+        Writes of an earlier claim are refused from now on. When Redis cannot be reached, the epoch this
+        process last wrote with: its writes then go through unless another instance claimed meanwhile."""
+        if self.client is not None:
+            try:
+                epoch = await asyncio.wait_for(
+                    self.client.hincrby(station_key(station_id), EPOCH_FIELD.decode(), 1), LOAD_TIMEOUT
+                )
+            except UNAVAILABLE as exc:
+                log.warning("station_claim_failed station_id=%s error=%r", station_id, exc)
+            else:
+                self._epochs[station_id] = int(epoch)
+                return int(epoch)
+        return self._epochs.get(station_id, 0)
+
     async def load(self, station_id: str) -> StationState:
         """The station's last saved state (Redis first, then this process's copy), or a fresh one when Redis
         has none; `StateUnavailable` when Redis cannot be read and this process holds no copy."""
@@ -184,11 +222,20 @@ class StateStore:
         except UNAVAILABLE as exc:
             log.warning("device_model_save_failed station_id=%s error=%r", station_id, exc)
 
-    def persist(self, state: StationState, then: Callable[[], None]) -> None:
+    def persist(
+        self,
+        state: StationState,
+        then: Callable[[], None],
+        *,
+        epoch: int = 0,
+        superseded: Callable[[], None] | None = None,
+    ) -> None:
         """Write the state to Redis, then call `then` (the caller's frames that depend on it go out then):
         once Redis acknowledged it, or once it was deferred because Redis is unavailable or did not answer
-        within REPLY_TIMEOUT (charging goes on; the state is retried in the background). Never raises."""
+        within REPLY_TIMEOUT (charging goes on; the state is retried in the background). When a later claim
+        than `epoch` refused the write, call `superseded` instead (`then` when none is given). Never raises."""
         self._local[state.station_id] = state
+        self._epochs[state.station_id] = epoch
         if self.client is None:
             then()
             return
@@ -202,19 +249,22 @@ class StateStore:
             if now >= self._next_sentinel and pipelined.send(self._sentinel_command, None):
                 # Under load a Redis that lost its data is seen within a tenth of a second.
                 self._next_sentinel = now + SENTINEL_EVERY
-            command = redis_batch.pack(b"SET", state_key(state.station_id).encode(), state.dumps())
-            if pipelined.send(command, (state.station_id, then)):
+            command = redis_batch.pack(*fenced_set(state.station_id, epoch, state.dumps()))
+            if pipelined.send(command, (state.station_id, then, superseded or then)):
                 return
         # A Redis Cluster, or the pipelined connection still being made: an ordinary write.
-        task = asyncio.create_task(self._save_then(state, then))
+        task = asyncio.create_task(self._save_then(state, epoch, then, superseded or then))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 
-    async def _save_then(self, state: StationState, then: Callable[[], None]) -> None:
+    async def _save_then(
+        self, state: StationState, epoch: int, then: Callable[[], None], superseded: Callable[[], None]
+    ) -> None:
+        written = True
         try:
-            await self.save(state)
+            written = await self.save(state, epoch)
         finally:
-            _call(then)
+            _call(then if written else superseded)
 
     def write_now(self, *command: bytes) -> bool:
         """Hand a control-plane write to Redis on the state connection, ahead of the state writes that follow
@@ -231,44 +281,60 @@ class StateStore:
         elif token is None:
             self._sentinel_checked(created=reply is not None)
         elif isinstance(token, tuple):
-            station_id, then = token
+            station_id, then, superseded = token
             self._deferred.pop(station_id, None)
-            _call(then)
+            if reply == 0:
+                self._refused(station_id)
+                _call(superseded)
+            else:
+                _call(then)
+
+    def _refused(self, station_id: str) -> None:
+        """A later claim refused a write: this process's copy is stale (the newer session's is in Redis)."""
+        metrics.STATE_WRITES_SUPERSEDED.inc()
+        log.warning("state_write_superseded station_id=%s; a newer connection of the station claimed it", station_id)
+        self._local.pop(station_id, None)
 
     def _not_written(self, tokens: list[object], error: BaseException) -> None:
         writes = [token for token in tokens if isinstance(token, tuple)]
         log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(writes), error)
         self._down_until = time.monotonic() + RETRY_AFTER
-        for station_id, then in writes:
+        for station_id, then, _ in writes:
             state = self._local.get(station_id)
             if state is not None:
                 self._defer(state)
             _call(then)
 
-    async def save(self, state: StationState) -> None:
-        """Write the state to Redis, or defer it (counted) when Redis is unavailable; never raises."""
+    async def save(self, state: StationState, epoch: int = 0) -> bool:
+        """Write the state to Redis, or defer it (counted) when Redis is unavailable; False when a later claim
+        than `epoch` refused it. Never raises."""
         self._local[state.station_id] = state
+        self._epochs[state.station_id] = epoch
         if self.client is None:
-            return
+            return True
         if time.monotonic() < self._down_until:
             self._defer(state)
-            return
+            return True
         try:
-            await self._write(state_key(state.station_id), state.dumps())
+            written = await self._write(state.station_id, epoch, state.dumps())
         except UNAVAILABLE as exc:
             log.warning(
                 "state_save_failed station_id=%s error=%r; kept in memory, retrying", state.station_id, exc
             )
             self._down_until = time.monotonic() + RETRY_AFTER
             self._defer(state)
-        else:
-            self._deferred.pop(state.station_id, None)
+            return True
+        self._deferred.pop(state.station_id, None)
+        if not written:
+            self._refused(state.station_id)
+        return written
 
-    def _write(self, key: str, packed: bytes) -> asyncio.Future[None]:
-        """A future that resolves once `packed` (or a later state of the same key) is in Redis."""
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._batch.get(key)
-        self._batch[key] = (packed, [*waiting[1], written] if waiting else [written])
+    def _write(self, station_id: str, epoch: int, packed: bytes) -> asyncio.Future[bool]:
+        """A future that resolves once `packed` (or a later state of the same station) is in Redis: True,
+        or False when a later claim than `epoch` refused it."""
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiting = self._batch.get(station_id)
+        self._batch[station_id] = (packed, epoch, [*waiting[2], written] if waiting else [written])
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches(), name="state-writer")
         return written
@@ -281,22 +347,22 @@ class StateStore:
                 # Every write also checks the sentinel: under load, a Redis that lost its data is noticed at
                 # the first write after, not at the next poll.
                 sentinel = (b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL)
-                sets = [(b"SET", key.encode(), packed) for key, (packed, _) in batch.items()]
+                sets = [fenced_set(station_id, epoch, packed) for station_id, (packed, epoch, _) in batch.items()]
                 replies = await redis_batch.execute(self.client, [sentinel, *sets], SAVE_TIMEOUT)
                 self._sentinel_checked(created=bool(replies[0]))
             except BaseException as exc:
                 failure = exc if isinstance(exc, Exception) else ConnectionError("state store closing")
-                for _, waiting in batch.values():
+                for _, _, waiting in batch.values():
                     for written in waiting:
                         if not written.done():
                             written.set_exception(failure)
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for _, waiting in batch.values():
+            for (_, _, waiting), reply in zip(batch.values(), replies[1:], strict=True):
                 for written in waiting:
                     if not written.done():
-                        written.set_result(None)
+                        written.set_result(reply != 0)
 
     def _defer(self, state: StationState) -> None:
         metrics.STATE_PERSIST_FAILURES.inc()
@@ -310,14 +376,17 @@ class StateStore:
             await asyncio.sleep(max(self._down_until - time.monotonic(), 0.05))
             for station_id, state in list(self._deferred.items()):
                 try:
-                    await asyncio.wait_for(
-                        self.client.set(state_key(station_id), state.dumps()), SAVE_TIMEOUT
-                    )
+                    (written,) = await redis_batch.execute(
+                        self.client, [fenced_set(station_id, self._epochs.get(station_id, 0), state.dumps())],
+                        SAVE_TIMEOUT,
+                    )  # fmt: skip
                 except UNAVAILABLE:
                     self._down_until = time.monotonic() + RETRY_AFTER
                     break
                 if self._deferred.get(station_id) is state:
                     del self._deferred[station_id]
+                    if written == 0:  # claimed meanwhile by a newer session, elsewhere: its state stands
+                        self._refused(station_id)
         log.info("state_store_recovered")
 
     async def close(self) -> None:

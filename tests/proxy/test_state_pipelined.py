@@ -289,3 +289,80 @@ async def test_on_a_redis_cluster_every_persist_is_an_ordinary_write_and_lands(c
     finally:
         await store.close()
         await client.aclose()
+
+
+# -- writes fenced by the station's epoch -------------------------------------------------------
+
+
+def superseded_writes() -> float:
+    return REGISTRY.get_sample_value("cutover_state_writes_superseded_total") or 0.0
+
+
+def persist_claimed(
+    store: StateStore, state: StationState, epoch: int
+) -> tuple[Released, list[str]]:
+    """persist() for a session holding `epoch`: `then` records the release, the refusal is noted apart."""
+    released, refused = Released(store, state.station_id), list[str]()
+
+    def superseded() -> None:
+        refused.append(state.station_id)
+        released._called.set()
+
+    store.persist(state, released, epoch=epoch, superseded=superseded)
+    return released, refused
+
+
+async def test_a_write_of_an_earlier_claim_is_refused_and_the_newer_state_stands(
+    store: StateStore, redis_client: redis.Redis
+) -> None:
+    old_epoch = await store.claim("FENCE1")
+    await persist_until_pipelined(store, station("FENCE1", 0))  # the held connection up
+    released, refused = persist_claimed(store, station("FENCE1", 1), old_epoch)
+    await released.wait()
+    assert (released.calls, refused) == (1, [])
+    new_epoch = await store.claim("FENCE1")  # a newer session, here or on another instance
+    assert new_epoch == old_epoch + 1
+    released, refused = persist_claimed(store, station("FENCE1", 2), new_epoch)
+    await released.wait()
+    before = superseded_writes()
+    stale, refused = persist_claimed(store, station("FENCE1", 3), old_epoch)
+    await stale.wait()
+    assert (stale.calls, refused) == (0, ["FENCE1"])  # `superseded`, never `then`: its frames must not go
+    assert superseded_writes() == before + 1
+    assert await stored(redis_client, "FENCE1") == station("FENCE1", 2)
+    assert "FENCE1" not in store._local  # this process's copy was the stale one
+
+
+async def test_an_ordinary_write_and_a_deferred_one_are_fenced_too(
+    store: StateStore, redis_client: redis.Redis
+) -> None:
+    old_epoch = await store.claim("FENCE2")
+    assert await store.save(station("FENCE2", 1), old_epoch) is True
+    new_epoch = await store.claim("FENCE2")
+    assert await store.save(station("FENCE2", 2), new_epoch) is True
+    assert await store.save(station("FENCE2", 3), old_epoch) is False
+    assert await stored(redis_client, "FENCE2") == station("FENCE2", 2)
+    # A state deferred while Redis was away, retried after a newer claim: dropped, not written over it.
+    store._epochs["FENCE2"] = old_epoch
+    store._defer(station("FENCE2", 4))
+    await until(lambda: store._deferred == {})
+    assert await stored(redis_client, "FENCE2") == station("FENCE2", 2)
+
+
+async def test_on_a_redis_cluster_writes_are_fenced_too(cluster: LocalRedisCluster) -> None:
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    try:
+        for station_id in ("CLU-F1", "CLU-F2", "CLU-F3"):  # different slots, on different masters
+            old_epoch = await store.claim(station_id)
+            new_epoch = await store.claim(station_id)
+            released, refused = persist_claimed(store, station(station_id, 1), new_epoch)
+            await released.wait()
+            assert (released.calls, refused) == (1, [])
+            stale, refused = persist_claimed(store, station(station_id, 2), old_epoch)
+            await stale.wait()
+            assert (stale.calls, refused) == (0, [station_id])
+            assert await stored(client, station_id) == station(station_id, 1)
+    finally:
+        await store.close()
+        await client.aclose()
