@@ -24,7 +24,7 @@ MODES: tuple[Mode, ...] = ("legacy", "cutover")
 STATIONS = "cutover:stations"  # set of every station a proxy has seen
 AUDIT = "cutover:audit"
 AUDIT_MAXLEN = 100_000
-CHANNEL = "cutover:switches"  # station ids whose mode changed
+CHANNEL = "cutover:switches"  # station ids whose mode changed, and stations claimed by a new session
 
 
 def route_key(station_id: str) -> str:
@@ -49,6 +49,20 @@ def percent_bucket(station_id: str) -> int:
 
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def claim_message(station_id: str, epoch: int) -> str:
+    """What a session that claimed its station (`StateStore.claim`) announces on CHANNEL, so that an older
+    session of the station on another instance ends at once: "claim STATION EPOCH" (a station id has no space)."""
+    return f"claim {station_id} {epoch}"
+
+
+def parse_claim(message: str) -> tuple[str, int] | None:
+    """(station, epoch) of a claim announcement; None for a switch's message (a bare station id)."""
+    parts = message.split(" ")
+    if len(parts) != 3 or parts[0] != "claim" or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
 
 
 async def mode_of(client: redis.Redis, station_id: str) -> Mode:

@@ -227,7 +227,12 @@ class Proxy:
                 while not self._stopping.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
                     if message is not None and message["data"]:
-                        await self._apply_mode(routing.text(message["data"]))
+                        text = routing.text(message["data"])
+                        claim = routing.parse_claim(text)
+                        if claim is None:
+                            await self._apply_mode(text)
+                        else:
+                            await self._claimed(*claim)
                     if time.monotonic() - last_reconcile >= self.settings.reconcile_seconds:
                         last_reconcile = time.monotonic()
                         for station_id in list(self.sessions):
@@ -239,6 +244,27 @@ class Proxy:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(pubsub.aclose(), 1.0)
+
+    async def announce_claim(self, station_id: str, epoch: int) -> None:
+        """Tell every instance that a session here claimed the station (best effort: pub/sub delivers at most
+        once; the fenced state writes are the guarantee, this makes an older session end at once)."""
+        client = self.store.client
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.publish(routing.CHANNEL, routing.claim_message(station_id, epoch)), 1.0)
+        except UNAVAILABLE as exc:
+            log.warning("claim_announce_failed station_id=%s error=%r", station_id, exc)
+
+    async def _claimed(self, station_id: str, epoch: int) -> None:
+        """A session somewhere claimed the station at `epoch`: a session of it here with an earlier claim is an
+        older connection of the charger (it came back another way): closed, as when a newer one arrives here."""
+        session = self.sessions.get(station_id)
+        if session is None or not 0 < session.epoch < epoch:
+            return
+        log.info("station_claimed_elsewhere station_id=%s connection_id=%s epoch=%d newer_epoch=%d; closing this"
+                 " connection", station_id, session.connection_id, session.epoch, epoch)  # fmt: skip
+        await session.close_charger(1001, "replaced by a newer connection of this station")
 
     async def _apply_mode(self, station_id: str) -> None:
         session = self.sessions.get(station_id)
@@ -459,7 +485,7 @@ class Session:
         self._device_model_dirty = False
         # Asked once: asyncio.get_running_loop() makes a getpid() system call each time (CPython 3.11).
         self._loop = asyncio.get_running_loop()
-        self._epoch = 0  # of this session's claim on the station: its state writes carry it
+        self.epoch = 0  # of this session's claim on the station (0: none made): its state writes carry it
         self.superseded = False  # a newer connection of the station claimed it: this session ends, sending nothing
 
     async def run(self) -> None:
@@ -473,12 +499,14 @@ class Session:
         state: StationState | None = None
         if not native and self.subprotocol == OCPP201:
             try:
-                self._epoch = await self.proxy.store.claim(self.station_id)
+                self.epoch = await self.proxy.store.claim(self.station_id)
                 state = await self.proxy.store.load(self.station_id)
             except StateUnavailable as exc:
                 await refuse_for_now(self.charger, self.station_id, exc)
                 return
         self._in_background(self._registered())
+        if self.epoch:
+            self._in_background(self.proxy.announce_claim(self.station_id, self.epoch))
         rules = self.proxy.rules
         if native:
             try:
@@ -649,7 +677,7 @@ class Session:
         entry: list[Any] = [outcome, False]
         held.append(entry)
         self.proxy.store.persist(
-            self.engine.state, functools.partial(self._persisted, entry), epoch=self._epoch, superseded=self._superseded
+            self.engine.state, functools.partial(self._persisted, entry), epoch=self.epoch, superseded=self._superseded
         )
 
     def _persisted(self, entry: list[Any]) -> None:

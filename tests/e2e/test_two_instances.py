@@ -1,6 +1,8 @@
 """One station, two proxy instances: a charger back through another path (another instance, behind a TCP
-load balancer) while its old connection still looks open to the first. The newer session claims the station;
-the older one may no longer write its state over the newer one's, nor send what depended on that state."""
+load balancer) while its old connection still looks open to the first. The newer session claims the station
+and announces it: the older session is closed at once; and should the announcement be lost (pub/sub delivers
+at most once), the older session may still not write its state over the newer one's, nor send what depended
+on that state."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def superseded_writes() -> float:
 
 
 async def test_a_session_superseded_on_another_instance_neither_writes_its_state_nor_sends(
-    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each instance with its own legacy, so that no legacy closes the older upstream connection when the
     # newer one opens (many do, which ends the older session sooner; the fence must not depend on it).
@@ -36,6 +38,11 @@ async def test_a_session_superseded_on_another_instance_neither_writes_its_state
     await other_legacy.start()
     first = await start_proxy(settings_for(legacy), redis_url, None)
     second = await start_proxy(settings_for(other_legacy), redis_url, None)
+
+    async def announcement_lost(station_id: str, epoch: int) -> None:
+        pass
+
+    monkeypatch.setattr(first.proxy, "_claimed", announcement_lost)
     old = Charger201(STATION, proxy_url(first))
     new = Charger201(STATION, proxy_url(second))
     try:
@@ -75,6 +82,42 @@ async def test_a_session_superseded_on_another_instance_neither_writes_its_state
         # The newer session goes on.
         assert "currentTime" in await new.heartbeat()  # the CALLRESULT payload as received
         assert second.proxy.sessions[STATION].superseded is False
+    finally:
+        await old.close()
+        await new.close()
+        await first.stop()
+        await second.stop()
+        await other_legacy.stop()
+
+
+async def test_an_older_session_on_another_instance_is_closed_when_the_station_is_claimed(
+    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+) -> None:
+    other_legacy = LegacyCsms()
+    await other_legacy.start()
+    first = await start_proxy(settings_for(legacy), redis_url, None)
+    second = await start_proxy(settings_for(other_legacy), redis_url, None)
+    old = Charger201("TWO02", proxy_url(first))
+    new = Charger201("TWO02", proxy_url(second))
+    try:
+        await old.connect()
+        await old.boot()
+        await old.start_transaction(1, "TAG0001")
+        before = superseded_writes()
+        await new.connect()
+        await new.boot()
+        # The old connection is closed without having to write anything first.
+        await wait_for(lambda: not old.connected, timeout=10, what="the older session closes its charger")
+        close = old._connection.ws.protocol.close_rcvd  # type: ignore[union-attr]
+        assert close is not None and (close.code, close.reason) == (
+            1001, "replaced by a newer connection of this station"
+        )
+        await wait_for(lambda: "TWO02" not in first.proxy.sessions, timeout=10)
+        assert superseded_writes() == before
+        assert "currentTime" in await new.heartbeat()
+        # The transaction the old connection opened is the newer session's to carry on.
+        state = StationState.loads(await redis_client.get(state_key("TWO02")))  # type: ignore[arg-type]
+        assert [tx.legacy_id is not None for tx in state.transactions.values()] == [True]
     finally:
         await old.close()
         await new.close()
