@@ -499,8 +499,7 @@ class Session:
         state: StationState | None = None
         if not native and self.subprotocol == OCPP201:
             try:
-                self.epoch = await self.proxy.store.claim(self.station_id)
-                state = await self.proxy.store.load(self.station_id)
+                self.epoch, state = await self.proxy.store.claim(self.station_id)
             except StateUnavailable as exc:
                 await refuse_for_now(self.charger, self.station_id, exc)
                 return

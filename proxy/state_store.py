@@ -160,45 +160,57 @@ class StateStore:
             with contextlib.suppress(*UNAVAILABLE):
                 await asyncio.wait_for(self.client.delete(self._sentinel), SAVE_TIMEOUT)
 
-    async def claim(self, station_id: str) -> int:
-        """Claim the station for a session that is about to load its state: the new epoch its writes carry.
-        Writes of an earlier claim are refused from now on. When Redis cannot be reached, the epoch this
-        process last wrote with: its writes then go through unless another instance claimed meanwhile."""
-        if self.client is not None:
-            try:
-                epoch = await asyncio.wait_for(
-                    self.client.hincrby(station_key(station_id), EPOCH_FIELD.decode(), 1), LOAD_TIMEOUT
-                )
-            except UNAVAILABLE as exc:
-                log.warning("station_claim_failed station_id=%s error=%r", station_id, exc)
-            else:
-                self._epochs[station_id] = int(epoch)
-                return int(epoch)
-        return self._epochs.get(station_id, 0)
+    async def claim(self, station_id: str) -> tuple[int, StationState]:
+        """Claim the station for a new session and load its state, in one round trip: the epoch the session's
+        writes carry (writes of an earlier claim are refused from now on), and the state as `load()` gives it.
+        When Redis cannot be reached: the epoch this process last wrote with (its writes then go through
+        unless another instance claimed meanwhile) and this process's copy, or `StateUnavailable`."""
+        self._watch_for_data_loss()
+        epoch = self._epochs.get(station_id, 0)
+        if self.client is None or station_id in self._deferred:
+            return epoch, self._local.setdefault(station_id, StationState(station_id))
+        commands = [
+            (b"HINCRBY", station_key(station_id).encode(), EPOCH_FIELD, b"1"),
+            (b"GET", state_key(station_id).encode()),
+        ]
+        try:
+            claimed, raw = await redis_batch.execute(self.client, commands, LOAD_TIMEOUT)
+        except UNAVAILABLE as exc:
+            log.warning("station_claim_failed station_id=%s error=%r", station_id, exc)
+            return epoch, self._local_or_fail(station_id, exc)
+        self._epochs[station_id] = int(claimed)
+        return int(claimed), self._loaded(station_id, raw)
 
     async def load(self, station_id: str) -> StationState:
         """The station's last saved state (Redis first, then this process's copy), or a fresh one when Redis
         has none; `StateUnavailable` when Redis cannot be read and this process holds no copy."""
         self._watch_for_data_loss()
-        if self.client is not None and station_id not in self._deferred:
+        if self.client is None or station_id in self._deferred:
+            return self._local.setdefault(station_id, StationState(station_id))
+        try:
+            raw = await asyncio.wait_for(self.client.get(state_key(station_id)), LOAD_TIMEOUT)
+        except UNAVAILABLE as exc:
+            return self._local_or_fail(station_id, exc)
+        return self._loaded(station_id, raw)
+
+    def _local_or_fail(self, station_id: str, exc: BaseException) -> StationState:
+        """Redis could not be read: this process's copy, or `StateUnavailable`."""
+        if station_id not in self._local:
+            # A fresh state could open its running transactions at the legacy a second time.
+            raise StateUnavailable(f"{station_id}: its translation state could not be read: {exc!r}") from exc
+        log.warning("state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc)
+        return self._local[station_id]
+
+    def _loaded(self, station_id: str, raw: bytes | str | None) -> StationState:
+        """The state read from Redis; a fresh one (or this process's copy) when there is none or it is unreadable."""
+        if raw is not None:
             try:
-                raw = await asyncio.wait_for(self.client.get(state_key(station_id)), LOAD_TIMEOUT)
-            except UNAVAILABLE as exc:
-                if station_id not in self._local:
-                    # A fresh state could open its running transactions at the legacy a second time.
-                    raise StateUnavailable(f"{station_id}: its translation state could not be read: {exc!r}") from exc
-                log.warning(
-                    "state_load_failed station_id=%s error=%r; using this proxy's copy", station_id, exc
-                )
+                state = StationState.loads(raw if isinstance(raw, bytes) else raw.encode())
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("state_unreadable station_id=%s error=%r; starting afresh", station_id, exc)
             else:
-                if raw is not None:
-                    try:
-                        state = StationState.loads(raw if isinstance(raw, bytes) else raw.encode())
-                    except (ValueError, TypeError, KeyError) as exc:
-                        log.error("state_unreadable station_id=%s error=%r; starting afresh", station_id, exc)
-                    else:
-                        self._local[station_id] = state
-                        return state
+                self._local[station_id] = state
+                return state
         return self._local.setdefault(station_id, StationState(station_id))
 
     async def load_device_model(self, station_id: str) -> DeviceModel:

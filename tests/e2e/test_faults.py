@@ -305,7 +305,10 @@ async def test_a_known_station_is_served_from_the_proxys_copy_when_redis_is_away
     store = StateStore(redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2))
     with pytest.raises(StateUnavailable, match="NEW01: its translation state could not be read"):
         await store.load("NEW01")
+    with pytest.raises(StateUnavailable, match="NEW01: its translation state could not be read"):
+        await store.claim("NEW01")  # what a session does: claim and load in one round trip
     known = StationState("KNOWN01")
-    await store.save(known)  # deferred: Redis is away
+    await store.save(known, epoch=7)  # deferred: Redis is away
     assert await store.load("KNOWN01") is known
+    assert await store.claim("KNOWN01") == (7, known)  # the epoch this process last wrote with
     await store.close()

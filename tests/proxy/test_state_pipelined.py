@@ -315,12 +315,12 @@ def persist_claimed(
 async def test_a_write_of_an_earlier_claim_is_refused_and_the_newer_state_stands(
     store: StateStore, redis_client: redis.Redis
 ) -> None:
-    old_epoch = await store.claim("FENCE1")
+    old_epoch, _ = await store.claim("FENCE1")
     await persist_until_pipelined(store, station("FENCE1", 0))  # the held connection up
     released, refused = persist_claimed(store, station("FENCE1", 1), old_epoch)
     await released.wait()
     assert (released.calls, refused) == (1, [])
-    new_epoch = await store.claim("FENCE1")  # a newer session, here or on another instance
+    new_epoch, _ = await store.claim("FENCE1")  # a newer session, here or on another instance
     assert new_epoch == old_epoch + 1
     released, refused = persist_claimed(store, station("FENCE1", 2), new_epoch)
     await released.wait()
@@ -336,9 +336,9 @@ async def test_a_write_of_an_earlier_claim_is_refused_and_the_newer_state_stands
 async def test_an_ordinary_write_and_a_deferred_one_are_fenced_too(
     store: StateStore, redis_client: redis.Redis
 ) -> None:
-    old_epoch = await store.claim("FENCE2")
+    old_epoch, _ = await store.claim("FENCE2")
     assert await store.save(station("FENCE2", 1), old_epoch) is True
-    new_epoch = await store.claim("FENCE2")
+    new_epoch, _ = await store.claim("FENCE2")
     assert await store.save(station("FENCE2", 2), new_epoch) is True
     assert await store.save(station("FENCE2", 3), old_epoch) is False
     assert await stored(redis_client, "FENCE2") == station("FENCE2", 2)
@@ -354,8 +354,8 @@ async def test_on_a_redis_cluster_writes_are_fenced_too(cluster: LocalRedisClust
     store = StateStore(client)
     try:
         for station_id in ("CLU-F1", "CLU-F2", "CLU-F3"):  # different slots, on different masters
-            old_epoch = await store.claim(station_id)
-            new_epoch = await store.claim(station_id)
+            old_epoch, _ = await store.claim(station_id)
+            new_epoch, _ = await store.claim(station_id)
             released, refused = persist_claimed(store, station(station_id, 1), new_epoch)
             await released.wait()
             assert (released.calls, refused) == (1, [])
@@ -363,6 +363,8 @@ async def test_on_a_redis_cluster_writes_are_fenced_too(cluster: LocalRedisClust
             await stale.wait()
             assert (stale.calls, refused) == (0, [station_id])
             assert await stored(client, station_id) == station(station_id, 1)
+            epoch, loaded = await store.claim(station_id)  # the claim and the read in one round trip, one slot
+            assert (epoch, loaded) == (new_epoch + 1, station(station_id, 1))
     finally:
         await store.close()
         await client.aclose()
