@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -16,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from peers.charger201 import Charger201
 from peers.legacy_csms import LegacyCsms, wait_for
-from proxy.app import start_proxy
+from proxy.app import RunningProxy, start_proxy
 from proxy.state_store import state_key
 from tests.conftest import proxy_url, settings_for
 from translators.state import StationState
@@ -29,15 +30,33 @@ def superseded_writes() -> float:
     return REGISTRY.get_sample_value("cutover_state_writes_superseded_total") or 0.0
 
 
-async def test_a_session_superseded_on_another_instance_neither_writes_its_state_nor_sends(
-    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each instance with its own legacy, so that no legacy closes the older upstream connection when the
-    # newer one opens (many do, which ends the older session sooner; the fence must not depend on it).
+@pytest.fixture
+async def instances(legacy: LegacyCsms, redis_url: str) -> AsyncIterator[tuple[RunningProxy, RunningProxy]]:
+    """Two proxy instances on one Redis. Each has a legacy of its own, so that no legacy closes the older
+    upstream connection when the newer one opens (many do, which ends the older session sooner: what is
+    tested here must not depend on it)."""
     other_legacy = LegacyCsms()
     await other_legacy.start()
     first = await start_proxy(settings_for(legacy), redis_url, None)
     second = await start_proxy(settings_for(other_legacy), redis_url, None)
+    yield first, second
+    await first.stop()
+    await second.stop()
+    await other_legacy.stop()
+
+
+def closed_as_replaced(charger: Charger201) -> bool:
+    close = charger._connection.ws.protocol.close_rcvd  # type: ignore[union-attr]
+    return close is not None and (close.code, close.reason) == (1001, "replaced by a newer connection of this station")
+
+
+async def test_a_session_superseded_on_another_instance_neither_writes_its_state_nor_sends(
+    instances: tuple[RunningProxy, RunningProxy],
+    legacy: LegacyCsms,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = instances
 
     async def announcement_lost(station_id: str, epoch: int) -> None:
         pass
@@ -68,10 +87,7 @@ async def test_a_session_superseded_on_another_instance_neither_writes_its_state
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, TimeoutError, Exception):
             await pending
-        close = old._connection.ws.protocol.close_rcvd  # type: ignore[union-attr]
-        assert close is not None and (close.code, close.reason) == (
-            1001, "replaced by a newer connection of this station"
-        )
+        assert closed_as_replaced(old)
         assert superseded_writes() == before + 1
         assert len(legacy.meter_values.get(STATION, [])) == 1  # the stale sample never reached the legacy
         assert await redis_client.get(state_key(STATION)) == claimed  # the newer session's state stands
@@ -85,18 +101,12 @@ async def test_a_session_superseded_on_another_instance_neither_writes_its_state
     finally:
         await old.close()
         await new.close()
-        await first.stop()
-        await second.stop()
-        await other_legacy.stop()
 
 
 async def test_an_older_session_on_another_instance_is_closed_when_the_station_is_claimed(
-    legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
+    instances: tuple[RunningProxy, RunningProxy], redis_client: redis.Redis
 ) -> None:
-    other_legacy = LegacyCsms()
-    await other_legacy.start()
-    first = await start_proxy(settings_for(legacy), redis_url, None)
-    second = await start_proxy(settings_for(other_legacy), redis_url, None)
+    first, second = instances
     old = Charger201("TWO02", proxy_url(first))
     new = Charger201("TWO02", proxy_url(second))
     try:
@@ -108,10 +118,7 @@ async def test_an_older_session_on_another_instance_is_closed_when_the_station_i
         await new.boot()
         # The old connection is closed without having to write anything first.
         await wait_for(lambda: not old.connected, timeout=10, what="the older session closes its charger")
-        close = old._connection.ws.protocol.close_rcvd  # type: ignore[union-attr]
-        assert close is not None and (close.code, close.reason) == (
-            1001, "replaced by a newer connection of this station"
-        )
+        assert closed_as_replaced(old)
         await wait_for(lambda: "TWO02" not in first.proxy.sessions, timeout=10)
         assert superseded_writes() == before
         assert "currentTime" in await new.heartbeat()
@@ -121,6 +128,3 @@ async def test_an_older_session_on_another_instance_is_closed_when_the_station_i
     finally:
         await old.close()
         await new.close()
-        await first.stop()
-        await second.stop()
-        await other_legacy.stop()
