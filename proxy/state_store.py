@@ -13,8 +13,8 @@ in-process copy serves a reconnecting station meanwhile. When Redis comes back w
 without persistence, a flush), every state this process holds is written again: a sentinel key of this
 process, absent again once set, tells that it happened.
 
-Writes are fenced by the station's epoch: a session claims its station (`claim()`, the epoch in the station's
-hash incremented) before it loads the state, and its writes go through only while no later claim was made.
+Writes are fenced by the station's epoch: a session claims its station (`claim()`, a higher epoch set in the
+station's hash) as it loads the state, and its writes go through only while no later claim was made.
 A session superseded by a newer connection of its station on another proxy instance (a charger back through
 another path while its old connection still looks open) cannot write its older state over the newer one's:
 its write is refused and the session is told (`superseded`), instead of frames leaving on a stale state.
@@ -50,6 +50,15 @@ REPLY_TIMEOUT = SAVE_TIMEOUT
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
 _CONTROL = object()  # the token of a control-plane write on the pipelined connection
 EPOCH_FIELD = b"epoch"  # in the station's hash (`routing.station_key`), the same Redis Cluster slot as its state
+# KEYS: the station's hash. A new epoch above the last one: Redis's clock in microseconds, so that a Redis that
+# lost its data (the last epoch with it) still gives a newer claim a higher epoch than older sessions hold.
+CLAIM = (
+    b"local now = redis.call('TIME') "
+    b"local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2]) "
+    b"local last = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') "
+    b"if epoch <= last then epoch = last + 1 end "
+    b"epoch = string.format('%d', epoch) redis.call('HSET', KEYS[1], 'epoch', epoch) return epoch"
+)
 # KEYS: the station's hash, its state; ARGV: the writer's epoch, the state. 1 written, 0 a later claim was made.
 FENCED_SET = (
     b"local claimed = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') "
@@ -170,7 +179,7 @@ class StateStore:
         if self.client is None or station_id in self._deferred:
             return epoch, self._local.setdefault(station_id, StationState(station_id))
         commands = [
-            (b"HINCRBY", station_key(station_id).encode(), EPOCH_FIELD, b"1"),
+            (b"EVAL", CLAIM, b"1", station_key(station_id).encode()),
             (b"GET", state_key(station_id).encode()),
         ]
         try:
