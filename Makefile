@@ -19,7 +19,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 # 1,000 chargers through the proxy and two shadow workers for DURATION seconds; fails on a growth trend (bench/README.md).
-DURATION ?= 600
+DURATION ?= 1800
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --duration $(DURATION) $(ARGS)
 
