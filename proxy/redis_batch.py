@@ -32,7 +32,17 @@ _PREFIXES: dict[tuple[bytes, ...], bytes] = {}
 
 def pack(*args: bytes) -> bytes:
     """One command in RESP (the Redis wire protocol), as redis-py would pack it."""
-    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])
+    return pack_head(args, len(args)) if args else b"*0\r\n"
+
+
+def pack_head(head: Sequence[bytes], arguments: int) -> bytes:
+    """The first arguments of a command of `arguments` arguments in all, packed: the rest follows as
+    `pack_arguments(...)`. Commands that differ only in their last arguments pack their head once."""
+    return b"*%d\r\n" % arguments + pack_arguments(*head)
+
+
+def pack_arguments(*args: bytes) -> bytes:
+    return b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])
 
 
 def pack_all(commands: Sequence[Command]) -> bytes:
@@ -51,7 +61,7 @@ def pack_all(commands: Sequence[Command]) -> bytes:
         if prefix is None:
             if len(_PREFIXES) >= MAX_PREFIXES:
                 _PREFIXES.clear()
-            prefix = _PREFIXES[head] = pack(*head).replace(b"*%d" % len(head), b"*%d" % len(command), 1)
+            prefix = _PREFIXES[head] = pack_head(head, len(command))
         last = command[-1]
         packed.append(b"%s$%d\r\n%s\r\n" % (prefix, len(last), last))
     return b"".join(packed)
