@@ -428,7 +428,7 @@ def failures(results: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
-    parser.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--duration", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--chargers", type=int, default=1000, help="simulated 2.0.1 chargers (default 1000)")
     parser.add_argument("--period", type=float, default=60.0, help="seconds between a charger's sessions (60)")
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between the CALLs of a session (1)")

@@ -61,6 +61,8 @@ STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
 STOP_TIMEOUT = 5.0
 CONTROL_TIMEOUT = 1.0  # control-plane bookkeeping in Redis (never on the live path)
 COUNTS_EVERY = 0.1  # seconds: the open-transaction counts of all stations go to Redis together
+# The close reason of a session whose station a newer connection claimed through another proxy instance.
+SUPERSEDED_REASON = "replaced by a newer connection of this station"
 DRAIN_POLL_SECONDS = 0.05  # how often a session whose charger left looks whether the legacy answered
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
@@ -264,7 +266,7 @@ class Proxy:
             return
         log.info("station_claimed_elsewhere station_id=%s connection_id=%s epoch=%d newer_epoch=%d; closing this"
                  " connection", station_id, session.connection_id, session.epoch, epoch)  # fmt: skip
-        await session.close_charger(1001, "replaced by a newer connection of this station")
+        await session.close_charger(1001, SUPERSEDED_REASON)
 
     async def _apply_mode(self, station_id: str) -> None:
         session = self.sessions.get(station_id)
@@ -706,7 +708,7 @@ class Session:
         self.charger.detach()
         if self.legacy is not None:
             self.legacy.detach()
-        self._in_background(self.close_charger(1001, "replaced by a newer connection of this station"))
+        self._in_background(self.close_charger(1001, SUPERSEDED_REASON))
 
     def _send(self, outcome: Outcome) -> None:
         for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):
