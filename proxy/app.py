@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 
+from proxy import metrics
 from proxy import redis_client as redis_clients
 from proxy.admin import AdminServer
 from proxy.security import TlsTerminator
@@ -39,12 +40,19 @@ class RunningProxy:
         by_protocol = {OCPP201: 0, OCPP16: 0}
         for session in self.proxy.sessions.values():
             by_protocol[session.subprotocol] = by_protocol.get(session.subprotocol, 0) + 1
-        return {
+        health: dict[str, object] = {
             "stations": by_protocol,
             "tee_written": self.tee.written,
             "tee_dropped": self.tee.dropped,
             "tasks": len(asyncio.all_tasks()),  # the soak benchmark watches it for per-session leaks
         }
+        totals = metrics.worker_totals()  # under --workers: every worker's stations and tee, not this one's
+        if totals is not None:
+            health.update(
+                stations=by_protocol | totals.stations, tee_written=totals.tee_written,
+                tee_dropped=totals.tee_dropped, workers=totals.workers,
+            )  # fmt: skip
+        return health
 
     async def stop(self) -> None:
         await self.proxy.stop()

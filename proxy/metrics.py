@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -108,3 +109,35 @@ def registry() -> CollectorRegistry:
     combined = CollectorRegistry()
     multiprocess.MultiProcessCollector(combined, path=directory)
     return combined
+
+
+@dataclass(frozen=True)
+class WorkerTotals:
+    """Under `--workers`, what `/healthz` reports for the whole proxy: the stations of every live worker, the
+    tee frames of every worker since the supervisor started (as /metrics sums them), and the live workers."""
+
+    stations: dict[str, int]
+    tee_written: int
+    tee_dropped: int
+    workers: int
+
+
+def worker_totals() -> WorkerTotals | None:
+    """The sums over every worker of `--workers` (from their metric files); None for a single process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return None
+    stations: dict[str, int] = {}
+    written = dropped = 0.0
+    for metric in registry().collect():
+        for sample in metric.samples:
+            if sample.name == "cutover_connected_stations":
+                protocol = sample.labels["subprotocol"]
+                stations[protocol] = stations.get(protocol, 0) + int(sample.value)
+            elif sample.name == "cutover_tee_frames_total":
+                written += sample.value
+            elif sample.name == "cutover_tee_dropped_frames_total":
+                dropped += sample.value
+    # A live worker has a file of live-summed gauges (`gauge_livesum_<pid>.db`); the supervisor removes a dead one's.
+    workers = {name for name in os.listdir(directory) if name.startswith("gauge_livesum_")}
+    return WorkerTotals(stations, int(written), int(dropped), len(workers))

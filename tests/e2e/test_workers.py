@@ -1,6 +1,6 @@
 """`cutover proxy --workers 2`: two proxy processes on one port (SO_REUSEPORT) under a supervising parent; the
-kernel spreads chargers over both, /metrics on worker 0 sums both, a killed worker is restarted and its chargers
-carry on, SIGTERM stops everything; a TLS reload asked of worker 0 reaches every worker."""
+kernel spreads chargers over both, /metrics and /healthz on worker 0 sum both, a killed worker is restarted and
+its chargers carry on, SIGTERM stops everything; a TLS reload asked of worker 0 reaches every worker."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ async def connected_stations(admin: str) -> float:
     return sum(values)
 
 
+async def healthz(admin: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as session, session.get(f"{admin}/healthz") as response:
+        health: dict[str, object] = await response.json()
+    return health
+
+
 async def instances(client: redis.Redis, stations: list[str]) -> set[str]:
     """The proxy instances (one per worker process) the stations are connected to now."""
     found = set()
@@ -83,9 +89,13 @@ async def test_two_workers_share_the_port_and_survive_a_killed_worker(
         for charger in chargers:
             await charger.connect()
             await charger.boot()
-        # The kernel spread the chargers over both processes; worker 0's /metrics counts them all.
+        # The kernel spread the chargers over both processes; worker 0's /metrics and /healthz count them all.
         assert len(await instances(redis_client, stations)) == 2
         assert await connected_stations(admin) == len(stations)
+        health = await healthz(admin)
+        assert health["stations"] == {"ocpp2.0.1": len(stations), "ocpp1.6": 0}
+        assert health["workers"] == 2 and health["tee_dropped"] == 0
+        assert isinstance(health["tee_written"], int) and health["tee_written"] >= 2 * len(stations)  # boots
 
         # A worker dies: the supervisor starts another, and every charger is back (on a live worker).
         before = await instances(redis_client, stations)
@@ -98,6 +108,10 @@ async def test_two_workers_share_the_port_and_survive_a_killed_worker(
         while await connected_stations(admin) != len(stations):  # the dead worker's gauge is dropped
             assert time.monotonic() < deadline, "the /metrics sum did not come back to the connected stations"
             await asyncio.sleep(0.1)
+        while (health := await healthz(admin))["workers"] != 2:  # once the restarted worker is up
+            assert time.monotonic() < deadline, f"/healthz did not count the restarted worker: {health}"
+            await asyncio.sleep(0.1)
+        assert health["stations"] == {"ocpp2.0.1": len(stations), "ocpp1.6": 0}
         assert len(before | await instances(redis_client, stations)) >= 2
         await chargers[0].run_session(id_token="TAG0001", samples=1, interval=0.01)
         assert any(tx.station_id == "WK00" and tx.ended for tx in legacy.transactions.values())
