@@ -11,7 +11,8 @@ Redis is unavailable, refuses a write or does not answer within REPLY_TIMEOUT, t
 counted and retried in the background, and the caller is called back at once, so charging goes on; the
 in-process copy serves a reconnecting station meanwhile. When Redis comes back without its data (a restart
 without persistence, a flush), every state this process holds is written again: a sentinel key of this
-process, absent again once set, tells that it happened.
+process, absent again once set, tells that it happened. A Redis Cluster has one on every master, kept so as
+the masters change: a master loses its own keys, not the others'.
 
 Writes are fenced by the station's epoch: a session claims its station (`claim()`, a higher epoch set in the
 station's hash) as it loads the state, and its writes go through only while no later claim was made.
@@ -32,6 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from proxy import metrics, redis_batch
 from proxy.redis_client import UNAVAILABLE, UNAVAILABLE_OR_UNREADABLE
@@ -46,6 +49,7 @@ RETRY_AFTER = 1.0
 WATCH_SECONDS = 0.25  # how often an idle proxy checks the sentinel (every state write checks it too)
 SENTINEL_TTL = 30  # seconds: a sentinel outlives a missed check or two, not a dead proxy for long
 RESTORE_CHUNK = 500
+SENTINEL_SEARCH = 1 << 16  # tags tried to find a key in a master's slots (a master among n owns ~1/n of them)
 # State writes left without a reply this long: the connection is dropped, the states deferred, the frames sent.
 REPLY_TIMEOUT = SAVE_TIMEOUT
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
@@ -89,6 +93,21 @@ def pack_fenced_set(station_id: str, epoch: int, packed: bytes) -> bytes:
     return _packed_fenced_head(station_id) + redis_batch.pack_arguments(b"%d" % epoch, packed)
 
 
+def _sentinel_check(key: str) -> tuple[redis_batch.Command, redis_batch.Command]:
+    """Set the sentinel if it is absent (the reply: None when it was there), and keep it alive."""
+    encoded = key.encode()
+    return (b"SET", encoded, b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL), (b"EXPIRE", encoded, b"%d" % SENTINEL_TTL)
+
+
+def _master_of(cluster: RedisCluster, key: str) -> str | None:
+    """The name of the Redis Cluster master that owns the key's slot, as the client knows it (None: no one)."""
+    try:
+        node = cluster.get_node_from_key(key)
+    except RedisClusterException:
+        return None
+    return None if node is None else str(node.name)
+
+
 def _call(then: Callable[[], None]) -> None:
     """A caller's continuation, run from the reply reader: its failure is its own, never the connection's."""
     try:
@@ -122,14 +141,14 @@ class StateStore:
         # False when a later claim refused it).
         self._batch: dict[str, tuple[bytes, int, list[asyncio.Future[bool]]]] = {}
         self._writer: asyncio.Task[None] | None = None
-        self._sentinel = f"cutover:sentinel:{{{os.urandom(6).hex()}}}"
-        self._sentinel_set = False
+        self._sentinel_base = f"cutover:sentinel:{os.urandom(6).hex()}"
+        self._sentinel = f"{self._sentinel_base}:{{0}}"  # on a plain Redis, the only one
+        # Sentinel key → a check found or set it since this process started (its absence is then a loss).
+        self._sentinels: dict[str, bool] = {} if isinstance(client, RedisCluster) else {self._sentinel: False}
         self._watcher: asyncio.Task[None] | None = None
         self._restorer: asyncio.Task[None] | None = None
         self._saving: set[asyncio.Task[None]] = set()
-        self._sentinel_command = redis_batch.pack(
-            b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL
-        )
+        self._sentinel_command = redis_batch.pack(*_sentinel_check(self._sentinel)[0])
         self._next_sentinel = 0.0
         self._pipelined = (
             redis_batch.Pipelined(client, self._acknowledged, self._not_written, REPLY_TIMEOUT)
@@ -146,22 +165,52 @@ class StateStore:
         while True:
             pause = WATCH_SECONDS
             try:
-                created = await asyncio.wait_for(
-                    self.client.set(self._sentinel, b"1", nx=True, ex=SENTINEL_TTL), SAVE_TIMEOUT
-                )
-                if not created:
-                    await asyncio.wait_for(self.client.expire(self._sentinel, SENTINEL_TTL), SAVE_TIMEOUT)
-                self._sentinel_checked(created=bool(created))
+                cluster = self.client if isinstance(self.client, RedisCluster) else None
+                if cluster is not None and not cluster.get_primaries():  # before its first command
+                    await asyncio.wait_for(cluster.initialize(), SAVE_TIMEOUT)
+                keys = self._sentinel_keys()
+                commands = [command for key in keys for command in _sentinel_check(key)]
+                replies = await redis_batch.execute(self.client, commands, SAVE_TIMEOUT)
+                for key, created in zip(keys, replies[::2], strict=True):
+                    self._sentinel_checked(key, created=created is not None)
             except UNAVAILABLE as exc:
                 log.debug("state_watch_failed error=%r", exc)
                 pause = WATCH_SECONDS / 5  # Redis is coming back, maybe empty: look again soon
             await asyncio.sleep(pause)
 
-    def _sentinel_checked(self, *, created: bool) -> None:
-        """The sentinel had to be created again: Redis lost its data since this process set it."""
-        if created and self._sentinel_set and (self._restorer is None or self._restorer.done()):
+    def _sentinel_keys(self) -> list[str]:
+        """The sentinels to check: this process's one on a plain Redis; on a Redis Cluster one on each master
+        (as the cluster client knows them now), a new one for a master that has none."""
+        cluster = self.client
+        if not isinstance(cluster, RedisCluster):
+            return list(self._sentinels)
+        by_master: dict[str, str] = {}
+        for key in self._sentinels:
+            master = _master_of(cluster, key)
+            if master is not None:
+                by_master.setdefault(master, key)  # two on one master (slots moved): one is enough
+        for node in cluster.get_primaries():
+            if node.name not in by_master:
+                found = self._sentinel_on(cluster, node.name)
+                if found is not None:
+                    by_master[node.name] = found
+        self._sentinels = {key: self._sentinels.get(key, False) for key in by_master.values()}
+        return list(self._sentinels)
+
+    def _sentinel_on(self, cluster: RedisCluster, master: str) -> str | None:
+        """A sentinel key of this process in a slot the master owns."""
+        for tag in range(SENTINEL_SEARCH):
+            key = f"{self._sentinel_base}:{{{tag}}}"
+            if _master_of(cluster, key) == master:
+                return key
+        return None
+
+    def _sentinel_checked(self, key: str, *, created: bool) -> None:
+        """A sentinel had to be created again: Redis (that master) lost its data since this process set it."""
+        if created and self._sentinels.get(key) and (self._restorer is None or self._restorer.done()):
             self._restorer = asyncio.create_task(self._restore(), name="state-restore")
-        self._sentinel_set = True
+        if key in self._sentinels:
+            self._sentinels[key] = True
 
     async def _restore(self) -> None:
         """Redis came back empty: write every station state and device model this process holds again
@@ -180,10 +229,11 @@ class StateStore:
             for start in range(0, len(entries), RESTORE_CHUNK):
                 await redis_batch.execute(self.client, entries[start : start + RESTORE_CHUNK], SAVE_TIMEOUT * 4)
         except UNAVAILABLE as exc:
-            # Not all written: lose the sentinel so that the next check finds the loss again.
+            # Not all written: lose the sentinels so that the next check finds the loss again.
             log.warning("state_restore_failed error=%r; trying again at the next check", exc)
             with contextlib.suppress(*UNAVAILABLE):
-                await asyncio.wait_for(self.client.delete(self._sentinel), SAVE_TIMEOUT)
+                lost = [(b"DEL", key.encode()) for key in self._sentinels]
+                await redis_batch.execute(self.client, lost, SAVE_TIMEOUT)
 
     async def claim(self, station_id: str) -> tuple[int, StationState]:
         """Claim the station for a new session and load its state, in one round trip: the epoch the session's
@@ -316,7 +366,7 @@ class StateStore:
         if isinstance(reply, Exception):
             self._not_written([token], reply)
         elif token is None:
-            self._sentinel_checked(created=reply is not None)
+            self._sentinel_checked(self._sentinel, created=reply is not None)
         elif isinstance(token, tuple):
             station_id, then, superseded = token
             self._deferred.pop(station_id, None)
@@ -383,10 +433,13 @@ class StateStore:
             try:
                 # Every write also checks the sentinel: under load, a Redis that lost its data is noticed at
                 # the first write after, not at the next poll.
-                sentinel = (b"SET", self._sentinel.encode(), b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL)
+                keys = self._sentinel_keys()
+                sentinels = [_sentinel_check(key)[0] for key in keys]
                 sets = [fenced_set(station_id, epoch, packed) for station_id, (packed, epoch, _) in batch.items()]
-                replies = await redis_batch.execute(self.client, [sentinel, *sets], SAVE_TIMEOUT)
-                self._sentinel_checked(created=bool(replies[0]))
+                replies = await redis_batch.execute(self.client, [*sentinels, *sets], SAVE_TIMEOUT)
+                for key, created in zip(keys, replies, strict=False):
+                    self._sentinel_checked(key, created=created is not None)
+                replies = replies[len(keys) :]
             except BaseException as exc:
                 failure = exc if isinstance(exc, Exception) else ConnectionError("state store closing")
                 for _, _, waiting in batch.values():
@@ -396,7 +449,7 @@ class StateStore:
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_, _, waiting), reply in zip(batch.values(), replies[1:], strict=True):
+            for (_, _, waiting), reply in zip(batch.values(), replies, strict=True):
                 for written in waiting:
                     if not written.done():
                         written.set_result(reply != 0)

@@ -291,6 +291,46 @@ async def test_on_a_redis_cluster_every_persist_is_an_ordinary_write_and_lands(c
         await client.aclose()
 
 
+async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_states_back(
+    cluster: LocalRedisCluster,
+) -> None:
+    """A master restarted without persistence loses its own keys: each master holds a sentinel of the proxy,
+    so a loss on any of them, not only on the one that holds a single sentinel, writes the states again."""
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    nodes = [redis.Redis(port=port) for port in cluster.ports]
+    try:
+        await client.ping()
+        on_master: dict[str, str] = {}  # the master's "host:port" → a station whose state it holds
+        for n in range(1000):
+            station_id = f"LOSS{n}"
+            on_master.setdefault(client.get_node_from_key(state_key(station_id)).name, station_id)
+        assert len(on_master) == len(cluster.ports)
+        for station_id in on_master.values():
+            epoch, _ = await store.claim(station_id)
+            assert await store.save(station(station_id, 1), epoch) is True
+
+        async def sentinels_on_every_master() -> bool:
+            return all([await node.keys("cutover:sentinel:*") for node in nodes])
+
+        await until(sentinels_on_every_master)
+        restores = REGISTRY.get_sample_value("cutover_state_restores_total") or 0.0
+        for port, node in zip(cluster.ports, nodes, strict=True):
+            lost = on_master[f"127.0.0.1:{port}"]
+            await node.flushall()  # this master alone, as after its restart without persistence
+            assert await stored(client, lost) is None
+            await until(holds(client, station(lost, 1)))
+            await until(sentinels_on_every_master)  # set again, for the next master's loss
+        assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + len(nodes)
+        for station_id in on_master.values():
+            assert await stored(client, station_id) == station(station_id, 1)
+    finally:
+        await store.close()
+        await client.aclose()
+        for node in nodes:
+            await node.aclose()
+
+
 # -- writes fenced by the station's epoch -------------------------------------------------------
 
 
