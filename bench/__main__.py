@@ -394,10 +394,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario (default 10)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 chargers, 3 s per scenario")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop",
+        help="the event loop of the relays and the proxy (default uvloop, as cutover runs); the load generator "
+        "and the stub stay on uvloop",
+    )  # fmt: skip
     args = parser.parse_args()
     chargers, duration = (20, 3.0) if args.quick else (args.chargers, args.duration)
+    os.environ["BENCH_LOOP"] = args.loop  # read by the server processes (bench/servers.py)
     scenarios = uvloop.run(run(chargers, duration))
-    results = report(scenarios, chargers, duration)
+    results = report(scenarios, chargers, duration) | {"loop": args.loop}
     publish(results, args.output, table(results))
 
 

@@ -1,7 +1,9 @@
 """The benchmark's server processes, one role each: `python -m bench.servers stub|relay|proxy ...`.
 
 Each prints one JSON line (`{"port": ...}`) once it listens, then serves until its stdin closes, so the
-parent measures it as a process of its own (CPU time and RSS from /proc/<pid>).
+parent measures it as a process of its own (CPU time and RSS from /proc/<pid>). They run on uvloop, as
+`cutover` does; `BENCH_LOOP=asyncio` in the environment puts the relays and the proxy (what is measured, not
+the stub) on the standard library's event loop instead (`python -m bench --loop asyncio`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 import asyncio
 import itertools
 import logging
+import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +146,19 @@ def main() -> None:
     if args.role == "stub":
         uvloop.run(run_stub())
     elif args.role == "relay":
-        uvloop.run(run_relay(args.upstream))
+        measured(run_relay(args.upstream))
     elif args.role == "relay-picows":
-        uvloop.run(run_picows_relay(args.upstream))
+        measured(run_picows_relay(args.upstream))
     else:
-        uvloop.run(run_proxy(args.upstream, args.redis, args.admin_port, args.tls_dir, args.security_profile))
+        measured(run_proxy(args.upstream, args.redis, args.admin_port, args.tls_dir, args.security_profile))
+
+
+def measured(server: Coroutine[Any, Any, None]) -> None:
+    """Run a measured server on the event loop BENCH_LOOP names (uvloop unless it says asyncio)."""
+    loop = os.environ.get("BENCH_LOOP", "uvloop")
+    if loop not in ("uvloop", "asyncio"):
+        raise SystemExit(f"BENCH_LOOP={loop!r}: expected uvloop or asyncio")
+    (uvloop.run if loop == "uvloop" else asyncio.run)(server)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""`python -m bench --quick` runs end to end and writes its results; no timing is asserted."""
+"""`python -m bench --quick` runs end to end and writes its results; no timing is asserted. It runs with
+`--loop asyncio` (the measured servers on the standard library's loop); the other benchmark tests run them on
+uvloop, the default."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_bench_writes_results_of_every_scenario(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
+        [sys.executable, "-m", "bench", "--quick", "--loop", "asyncio", "--output", str(output)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -27,6 +29,7 @@ def test_quick_bench_writes_results_of_every_scenario(tmp_path: Path) -> None:
     for key in ("throughput_ratio", "added_p99_ms", "rss_kib_per_charger", "tee_dropped", "machine", "timestamp"):
         assert key in results, key
     assert {"platform", "cpu_count", "python"} <= results["machine"].keys()
+    assert results["loop"] == "asyncio"
     for name in ("direct", "bare_relay", "proxy", "bare_relay_picows", "bare_relay_paced", "proxy_paced"):
         scenario = results["scenarios"][name]
         assert scenario["calls"] > 0, name
