@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import platform
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ import orjson
 import uvloop
 
 from bench.load import LoadResult, close_all, connect_all, run_all
+from peers.redis_cluster import LocalRedisCluster
 from proxy.redis_embedded import EmbeddedRedis, free_port
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
@@ -170,7 +173,19 @@ def summarise(result: LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
     return summary
 
 
-async def run(chargers: int, duration: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def proxy_redis(kind: str) -> Iterator[tuple[str, dict[str, int]]]:
+    """The proxy's Redis: the embedded one, or a local 3-master Redis Cluster (Debian's redis-server); its URL
+    and its processes by name (their CPU is measured too)."""
+    if kind == "cluster":
+        with LocalRedisCluster(masters=3) as cluster:
+            yield cluster.url, {f"redis{index}": pid for index, pid in enumerate(cluster.pids)}
+        return
+    with EmbeddedRedis() as server:
+        yield server.url, {} if server._process is None else {"redis": server._process.pid}
+
+
+async def run(chargers: int, duration: float, redis_kind: str = "embedded") -> dict[str, Any]:
     scenarios: dict[str, dict[str, Any]] = {}
     stub = Child.start("stub")
     try:
@@ -197,12 +212,11 @@ async def run(chargers: int, duration: float) -> dict[str, Any]:
         finally:
             picows.stop()
 
-        with EmbeddedRedis() as redis_server:
-            proxy, admin_port = Child.start_proxy(stub.url, redis_server.url)
+        with proxy_redis(redis_kind) as (redis_url, redis_pids):
+            proxy, admin_port = Child.start_proxy(stub.url, redis_url)
             try:
                 print(f"proxy: {chargers} chargers → proxy (tee → Redis) → stub, {duration:g} s", file=sys.stderr)
-                redis_pid = redis_server._process.pid if redis_server._process is not None else None
-                others = stub_pid | ({"redis": redis_pid} if redis_pid is not None else {})
+                others = stub_pid | redis_pids
                 before = await asyncio.to_thread(healthz, admin_port)
                 scenarios["proxy"] = await measure(proxy.url, chargers, duration, proxy.process.pid, others, "PROXY")
                 scenarios["proxy"]["tee"] = await tee_after_load(admin_port, before)
@@ -399,11 +413,16 @@ def main() -> None:
         help="the event loop of the relays and the proxy (default uvloop, as cutover runs); the load generator "
         "and the stub stay on uvloop",
     )  # fmt: skip
+    parser.add_argument(
+        "--redis", choices=("embedded", "cluster"), default="embedded",
+        help="the proxy's Redis: the embedded one (default), or a local 3-master Redis Cluster of Debian's "
+        "redis-server (`make debian-packages`)",
+    )  # fmt: skip
     args = parser.parse_args()
     chargers, duration = (20, 3.0) if args.quick else (args.chargers, args.duration)
     os.environ["BENCH_LOOP"] = args.loop  # read by the server processes (bench/servers.py)
-    scenarios = uvloop.run(run(chargers, duration))
-    results = report(scenarios, chargers, duration) | {"loop": args.loop}
+    scenarios = uvloop.run(run(chargers, duration, args.redis))
+    results = report(scenarios, chargers, duration) | {"loop": args.loop, "redis": args.redis}
     publish(results, args.output, table(results))
 
 

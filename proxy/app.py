@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 
-from proxy import metrics
+from proxy import metrics, redis_batch
 from proxy import redis_client as redis_clients
 from proxy.admin import AdminServer
 from proxy.security import TlsTerminator
@@ -62,6 +62,7 @@ class RunningProxy:
             if server is not None:
                 await server.stop()
         for client in self.clients:
+            await redis_batch.Masters.release(client)  # a Redis Cluster's: its masters' own connections
             await client.aclose()
 
 

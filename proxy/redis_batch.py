@@ -2,25 +2,33 @@
 
 redis-py spends 40–120 µs of CPU per command (argument encoding, pool checkout, a parser timeout set-up per
 reply); the live path's writes — station state and tee envelopes — are a few commands of one shape, so they
-are packed here directly and go out on one pooled connection as a single pipeline. A Redis Cluster client
-has no single connection to write on: there the same commands go through its own pipeline, which routes
-each by slot. Replies are raw on a plain client and parsed by redis-py on a cluster: read them as truthy
-or not.
+are packed here directly and go out on one pooled connection as a single pipeline. On a Redis Cluster the
+batch is split by master (`Masters`: the slot map redis-py's cluster client keeps), each part the same
+pipeline on a connection to its master; a command a master redirects (MOVED, ASK: it did not run it) is sent
+again through redis-py's cluster pipeline, which follows redirections, and the slot map is read again.
+Replies are raw, or parsed by redis-py for a command it sent: read them as truthy or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from proxy.redis_client import UNAVAILABLE
+from proxy.redis_client import POOL_SIZE, QUEUE_SECONDS, UNAVAILABLE
 from proxy.writes import WRITES
+
+log = logging.getLogger("cutover.redis")
 
 Command = tuple[bytes, ...]
 READ_CHUNK = 1 << 16
@@ -70,30 +78,166 @@ def pack_all(commands: Sequence[Command]) -> bytes:
 async def execute(client: redis.Redis, commands: Sequence[Command], within: float) -> list[Any]:
     """Send the commands as one pipeline and read their replies, all within `within` seconds; raises on the
     first error (a plain connection is then dropped, so no reply is ever read out of turn)."""
-    if not isinstance(client, redis.Redis):  # a Redis Cluster
-        async with client.pipeline(transaction=False) as pipe:
-            for name, *args in commands:
-                pipe.execute_command(name.decode(), *args)  # its routing reads the command's name as text
-            return await asyncio.wait_for(pipe.execute(), within)
-    pool = client.connection_pool
     async with asyncio.timeout(within):
-        connection = await pool.get_connection()
+        if isinstance(client, RedisCluster):
+            replies = await _on_cluster(client, commands)
+        else:
+            replies = await _pipelined(client, commands)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise ResponseError(str(reply))
+    return replies
+
+
+async def _pipelined(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """The commands in one write on a pooled connection, and their replies (an error reply as an exception
+    object)."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        stream = _stream(connection)
+        stream[1].write(pack_all(commands))
+        replies: list[Any] = []
+        parser = hiredis.Reader()
+        while len(replies) < len(commands):
+            await _read_into(stream[0], parser, replies.append)
+        return replies
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def _on_cluster(cluster: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+    """The commands split by master, each part pipelined to its master at once; the redirected ones again
+    through redis-py. Keyless commands, or a slot map not read yet: all through redis-py."""
+    masters = Masters.of(cluster)
+    parts: dict[redis.Redis, list[int]] = {}
+    for index, command in enumerate(commands):
+        key = command_key(command)
+        master = None if key is None else masters.client_for(key_slot(key))
+        if master is None:
+            return await _through_redis_py(cluster, commands)
+        parts.setdefault(master, []).append(index)
+    try:
+        if len(parts) == 1:
+            replies = await _pipelined(next(iter(parts)), commands)
+        else:
+            replies = [None] * len(commands)
+            results = await asyncio.gather(
+                *(_pipelined(master, [commands[i] for i in indexes]) for master, indexes in parts.items()),
+                return_exceptions=True,
+            )
+            for indexes, result in zip(parts.values(), results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                for index, reply in zip(indexes, result, strict=True):
+                    replies[index] = reply
+    except UNAVAILABLE:
+        masters.refresh()  # a master away: maybe failed over, its replica now serves its slots
+        raise
+    redirected = [index for index, reply in enumerate(replies) if is_redirection(reply)]
+    if redirected:
+        masters.refresh()
+        again = await _through_redis_py(cluster, [commands[index] for index in redirected])
+        for index, reply in zip(redirected, again, strict=True):
+            replies[index] = reply
+    return replies
+
+
+async def _through_redis_py(cluster: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+    async with cluster.pipeline(transaction=False) as pipe:
+        for name, *args in commands:
+            pipe.execute_command(name.decode(), *args)  # its routing reads the command's name as text
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+
+def command_key(command: Command) -> bytes | None:
+    """The key a command is routed by on a Redis Cluster (an EVAL's first key); None for a keyless one."""
+    if command[0] in (b"EVAL", b"EVALSHA"):
+        return command[3] if len(command) > 3 and command[2] != b"0" else None
+    return command[1] if len(command) > 1 and command[0] != b"PUBLISH" else None
+
+
+def is_redirection(reply: object) -> bool:
+    """A Redis Cluster master's answer that the key's slot is served elsewhere: the command did not run."""
+    return isinstance(reply, Exception) and str(reply).startswith(("MOVED ", "ASK "))
+
+
+class Masters:
+    """The masters of a Redis Cluster as plain clients (one pool each, waiting for a free connection as the
+    plain client's does), found by slot in the slot map redis-py's cluster client keeps and reads again when
+    a master redirects a command or cannot be reached (at most every REFRESH_EVERY seconds)."""
+
+    REFRESH_EVERY = 0.5
+    _BY_CLUSTER: weakref.WeakKeyDictionary[RedisCluster, Masters] = weakref.WeakKeyDictionary()
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self.cluster = cluster
+        self.clients: dict[str, redis.Redis] = {}  # a master's "host:port" → its client
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed_at = 0.0
+
+    @classmethod
+    def of(cls, cluster: RedisCluster) -> Masters:
+        """The one `Masters` of a cluster client."""
+        masters = cls._BY_CLUSTER.get(cluster)
+        if masters is None:
+            masters = cls._BY_CLUSTER[cluster] = cls(cluster)
+        return masters
+
+    def master_for(self, slot: int) -> tuple[str, redis.Redis] | None:
+        """The master serving the slot, as the slot map says now (None: the map is not read yet)."""
+        nodes = self.cluster.nodes_manager.slots_cache.get(slot)
+        if not nodes:
+            return None
+        node = nodes[0]
+        client = self.clients.get(node.name)
+        if client is None:
+            pool = redis.BlockingConnectionPool(
+                connection_class=node.connection_class, max_connections=POOL_SIZE, timeout=QUEUE_SECONDS,
+                **node.connection_kwargs,
+            )  # fmt: skip
+            client = self.clients[node.name] = redis.Redis(connection_pool=pool)
+        return node.name, client
+
+    def client_for(self, slot: int) -> redis.Redis | None:
+        found = self.master_for(slot)
+        return None if found is None else found[1]
+
+    def refresh(self) -> None:
+        """Read the slot map again, in the background, unless that was done within REFRESH_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._refreshed_at < self.REFRESH_EVERY or (self._refreshing and not self._refreshing.done()):
+            return
+        self._refreshed_at = now
+        self._refreshing = asyncio.create_task(self._refresh(), name="redis-cluster-refresh")
+
+    async def _refresh(self) -> None:
         try:
-            stream = _stream(connection)
-            stream[1].write(pack_all(commands))
-            replies: list[Any] = []
-            parser = hiredis.Reader()
-            while len(replies) < len(commands):
-                await _read_into(stream[0], parser, replies.append)
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise ResponseError(str(reply))
-            return replies
-        except BaseException:
-            await connection.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(connection)
+            await self.cluster.nodes_manager.initialize()
+        except Exception as exc:  # a cluster still failing over: the next redirection or failure asks again
+            log.warning("redis_cluster_slots_refresh_failed error=%r", exc)
+            return
+        masters = {node.name for node in self.cluster.get_primaries()}
+        for name in [name for name in self.clients if name not in masters]:
+            await self.clients.pop(name).aclose()
+
+    @classmethod
+    async def release(cls, client: object) -> None:
+        """Close the masters' clients of a cluster client (before closing it); nothing for a plain client."""
+        masters = cls._BY_CLUSTER.pop(client, None) if isinstance(client, RedisCluster) else None
+        if masters is not None:
+            await masters.close()
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
 
 
 def _stream(connection: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -10,12 +10,14 @@ not know which one they hold. What differs: one XREADGROUP cannot name streams o
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
@@ -30,7 +32,8 @@ POOL_SIZE = 32
 # far tighter (a state write: 0.5 s); what may wait is a reconnect storm's lookups, queued behind its
 # handshakes on a busy event loop (1 s refused hundreds of a 1,000-charger storm).
 QUEUE_SECONDS = 5.0
-# A cluster client keeps a pool per node and has no waiting pool: give it room instead.
+# A cluster client keeps a pool per node that raises MaxConnectionsError once its connections are all in use
+# (redis-py has no waiting one): its commands wait for one of this many slots instead (`WaitingRedisCluster`).
 CLUSTER_POOL_SIZE = 128
 
 
@@ -55,6 +58,51 @@ def is_cluster_client(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
+# Whether this task holds a slot of a `WaitingRedisCluster` already (its pipeline sends redirected commands
+# again through the client: that must not wait for a second slot).
+_HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("cutover_cluster_slot", default=False)
+
+
+class WaitingRedisCluster(RedisCluster):
+    """redis-py's cluster client whose commands wait for a free connection, as the plain client's pool does:
+    at most CLUSTER_POOL_SIZE of its commands and pipelines run at once, so no node's pool is ever exhausted
+    (a reconnect storm's lookups queue behind each other instead of failing)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.free = asyncio.Semaphore(CLUSTER_POOL_SIZE)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if _HOLDS_SLOT.get():
+            return await super().execute_command(*args, **kwargs)
+        async with self.free:
+            holding = _HOLDS_SLOT.set(True)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            finally:
+                _HOLDS_SLOT.reset(holding)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py makes its own
+
+
+class WaitingClusterPipeline(ClusterPipeline):
+    """A pipeline of `WaitingRedisCluster`: it holds one of the client's slots while it runs."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        client = self.cluster_client
+        if _HOLDS_SLOT.get() or not isinstance(client, WaitingRedisCluster):
+            return await super().execute(raise_on_error, allow_redirections)
+        async with client.free:
+            holding = _HOLDS_SLOT.set(True)
+            try:
+                return await super().execute(raise_on_error, allow_redirections)
+            finally:
+                _HOLDS_SLOT.reset(holding)
+
+
 def connect(url: str, *, fail_fast: bool = False) -> aioredis.Redis:
     """An asyncio client for the URL; with `fail_fast` it never retries and times out within a second, so a
     Redis outage reaches the caller at once (the proxy's live path decides what it means)."""
@@ -64,7 +112,7 @@ def connect(url: str, *, fail_fast: bool = False) -> aioredis.Redis:
             "socket_connect_timeout": 0.25, "socket_timeout": QUEUE_SECONDS, "retry": Retry(NoBackoff(), 0),
         }  # fmt: skip
     if is_cluster(url):
-        cluster = RedisCluster.from_url(node_url(url), max_connections=CLUSTER_POOL_SIZE, **options)
+        cluster = WaitingRedisCluster.from_url(node_url(url), max_connections=CLUSTER_POOL_SIZE, **options)
         return cast(aioredis.Redis, cluster)
     if not fail_fast:
         return aioredis.Redis.from_url(url)

@@ -30,10 +30,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from proxy import metrics, redis_batch
@@ -53,7 +55,6 @@ SENTINEL_SEARCH = 1 << 16  # tags tried to find a key in a master's slots (a mas
 # State writes left without a reply this long: the connection is dropped, the states deferred, the frames sent.
 REPLY_TIMEOUT = SAVE_TIMEOUT
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
-_CONTROL = object()  # the token of a control-plane write on the pipelined connection
 EPOCH_FIELD = b"epoch"  # in the station's hash (`routing.station_key`), the same Redis Cluster slot as its state
 # KEYS: the station's hash. A new epoch above the last one: Redis's clock in microseconds, so that a Redis that
 # lost its data (the last epoch with it) still gives a newer claim a higher epoch than older sessions hold.
@@ -91,6 +92,19 @@ def _packed_fenced_head(station_id: str) -> bytes:
 def pack_fenced_set(station_id: str, epoch: int, packed: bytes) -> bytes:
     """`redis_batch.pack(*fenced_set(...))`, the hot path's way."""
     return _packed_fenced_head(station_id) + redis_batch.pack_arguments(b"%d" % epoch, packed)
+
+
+@dataclass(frozen=True)
+class _Control:
+    """The token of a control-plane write on a pipelined connection (`write_now`)."""
+
+    command: redis_batch.Command
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _state_slot(station_id: str) -> int:
+    """The Redis Cluster slot of the station's keys (all hash-tagged with its id)."""
+    return key_slot(state_key(station_id).encode())
 
 
 def _sentinel_check(key: str) -> tuple[redis_batch.Command, redis_batch.Command]:
@@ -155,6 +169,23 @@ class StateStore:
             if isinstance(client, redis.Redis)
             else None
         )
+        # On a Redis Cluster, the same on a connection to each master: a station's writes go to its own.
+        self._masters = redis_batch.Masters.of(client) if isinstance(client, RedisCluster) else None
+        self._by_master: dict[str, redis_batch.Pipelined] = {}
+
+    def _pipelined_to(self, slot: int) -> redis_batch.Pipelined | None:
+        """The pipelined connection a write of this slot goes on (None: the ordinary way, for now)."""
+        if self._masters is None:
+            return self._pipelined
+        found = self._masters.master_for(slot)
+        if found is None:
+            return None  # the slot map not read yet: the ordinary write reads it
+        name, client = found
+        pipelined = self._by_master.get(name)
+        if pipelined is None:
+            pipelined = redis_batch.Pipelined(client, self._acknowledged, self._not_written, REPLY_TIMEOUT)
+            self._by_master[name] = pipelined
+        return pipelined
 
     def _watch_for_data_loss(self) -> None:
         if self.client is not None and (self._watcher is None or self._watcher.done()):
@@ -332,14 +363,17 @@ class StateStore:
             then()
             return
         pipelined = self._pipelined
+        if self._masters is not None:
+            pipelined = self._pipelined_to(_state_slot(state.station_id))
+        elif pipelined is not None and now >= self._next_sentinel and pipelined.send(self._sentinel_command, None):
+            # Under load a Redis that lost its data is seen within a tenth of a second (a cluster's masters: by
+            # the watcher, four times a second).
+            self._next_sentinel = now + SENTINEL_EVERY
         if pipelined is not None:
-            if now >= self._next_sentinel and pipelined.send(self._sentinel_command, None):
-                # Under load a Redis that lost its data is seen within a tenth of a second.
-                self._next_sentinel = now + SENTINEL_EVERY
             command = pack_fenced_set(state.station_id, epoch, state.dumps())
             if pipelined.send(command, (state.station_id, then, superseded or then)):
                 return
-        # A Redis Cluster, or the pipelined connection still being made: an ordinary write.
+        # The pipelined connection still being made (or a cluster's slot map not read yet): an ordinary write.
         task = asyncio.create_task(self._save_then(state, epoch, then, superseded or then))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
@@ -357,13 +391,18 @@ class StateStore:
         """Hand a control-plane write to Redis on the state connection, ahead of the state writes that follow
         (and so of the frames that wait for them); False when it cannot be done so (the caller writes it the
         ordinary way)."""
-        pipelined = self._pipelined
-        if pipelined is None or time.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until:
             return False
-        return pipelined.send(redis_batch.pack(*command), _CONTROL)
+        key = redis_batch.command_key(command)
+        pipelined = self._pipelined if key is None or self._masters is None else self._pipelined_to(key_slot(key))
+        if pipelined is None:
+            return False
+        return pipelined.send(redis_batch.pack(*command), _Control(command))
 
     def _acknowledged(self, token: object, reply: Any) -> None:
-        if isinstance(reply, Exception):
+        if self._masters is not None and redis_batch.is_redirection(reply):
+            self._redirected(token)
+        elif isinstance(reply, Exception):
             self._not_written([token], reply)
         elif token is None:
             self._sentinel_checked(self._sentinel, created=reply is not None)
@@ -376,6 +415,33 @@ class StateStore:
             else:
                 _call(then)
 
+    def _redirected(self, token: object) -> None:
+        """A Redis Cluster master no longer serves the slot (resharded, failed over): the write did not run.
+        It is made again the ordinary way (which follows the redirection), its caller still waiting."""
+        assert self._masters is not None
+        self._masters.refresh()
+        if isinstance(token, tuple):
+            station_id, then, superseded = token
+            state = self._local.get(station_id)
+            if state is None:  # superseded meanwhile: nothing of this process's to write
+                _call(superseded)
+                return
+            again = self._save_then(state, self._epochs.get(station_id, 0), then, superseded)
+        elif isinstance(token, _Control):
+            again = self._control_again(token.command)
+        else:
+            return
+        task = asyncio.create_task(again)
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+
+    async def _control_again(self, command: redis_batch.Command) -> None:
+        assert self.client is not None
+        try:
+            await redis_batch.execute(self.client, [command], SAVE_TIMEOUT)
+        except UNAVAILABLE as exc:
+            log.warning("control_write_failed command=%s error=%r", command[0].decode(), exc)
+
     def _refused(self, station_id: str) -> None:
         """A later claim refused a write: this process's copy is stale (the newer session's is in Redis)."""
         metrics.STATE_WRITES_SUPERSEDED.inc()
@@ -386,6 +452,8 @@ class StateStore:
         writes = [token for token in tokens if isinstance(token, tuple)]
         log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(writes), error)
         self._down_until = time.monotonic() + RETRY_AFTER
+        if self._masters is not None:
+            self._masters.refresh()  # a master away: maybe failed over
         for station_id, then, _ in writes:
             state = self._local.get(station_id)
             if state is not None:
@@ -480,8 +548,9 @@ class StateStore:
         log.info("state_store_recovered")
 
     async def close(self) -> None:
-        if self._pipelined is not None:
-            await self._pipelined.close()
+        for pipelined in (self._pipelined, *self._by_master.values()):
+            if pipelined is not None:
+                await pipelined.close()
         for task in (self._task, self._writer, self._watcher, self._restorer):
             if task is not None:
                 task.cancel()

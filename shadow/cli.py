@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from proxy import config, redis_client
+from proxy import config, redis_batch, redis_client
 
 log = logging.getLogger("cutover.shadow")
 
@@ -129,6 +129,7 @@ async def run_shadow(values: dict[str, Any]) -> int:
             task.cancel()
         if admin is not None:
             await admin.stop()
+        await redis_batch.Masters.release(client)  # a Redis Cluster's: its masters' own connections
         await client.aclose()
     return 0
 

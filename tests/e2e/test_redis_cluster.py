@@ -14,6 +14,7 @@ import redis.asyncio as redis
 
 from peers.charger201 import Charger201
 from peers.legacy_csms import LegacyCsms, wait_for
+from peers.redis_cluster import LocalRedisCluster
 from proxy import routing
 from proxy.app import RunningProxy, start_proxy
 from proxy.passwords import password_key
@@ -26,7 +27,6 @@ from shadow.streams import read_envelopes
 from shadow.worker import GROUP, ShadowWorker
 from tests.conftest import proxy_url, settings_for
 from tests.peers.native_csms import NativeCsms
-from tests.redis_cluster import LocalRedisCluster
 
 pytestmark = pytest.mark.timeout(60)
 

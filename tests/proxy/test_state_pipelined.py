@@ -1,7 +1,7 @@
 """Station states written through `StateStore.persist(state, then)` on the held, pipelined Redis connection
 (`redis_batch.Pipelined`): `then` runs once Redis holds the state, in the order handed over, with no task per
 write; when Redis stalls, dies or refuses, the state is deferred, `then` runs at once and the state is written
-again later; on a Redis Cluster every write is an ordinary one."""
+again later; on a Redis Cluster the same, on a connection to each station's master."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
+from peers.redis_cluster import LocalRedisCluster
 from proxy import state_store
 from proxy.redis_client import connect
 from proxy.redis_embedded import EmbeddedRedis
 from proxy.state_store import StateStore, state_key
-from tests.redis_cluster import LocalRedisCluster
 from translators.state import StationState
 
 pytestmark = pytest.mark.timeout(120)
@@ -272,23 +272,66 @@ def cluster() -> Iterator[LocalRedisCluster]:
         yield started
 
 
-async def test_on_a_redis_cluster_every_persist_is_an_ordinary_write_and_lands(cluster: LocalRedisCluster) -> None:
+async def test_on_a_redis_cluster_persists_are_pipelined_to_each_station_s_master_and_land(
+    cluster: LocalRedisCluster,
+) -> None:
     client = connect(cluster.url, fail_fast=True)
     store = StateStore(client)
+    stations = ("CLU-A", "CLU-B", "CLU-C")  # keys in different slots, on different masters
     try:
         before = failures()
-        for version in range(1, 4):
-            for station_id in ("CLU-A", "CLU-B", "CLU-C"):  # keys in different slots, on different masters
+        await client.ping()  # reads the slot map
+        assert len({client.get_node_from_key(state_key(station_id)).name for station_id in stations}) == 3
+        for station_id in stations:  # the first writes are ordinary ones, while each master's connection is made
+            assert await persist_until_pipelined(store, station(station_id, 1)) < 10
+        for version in range(2, 5):
+            pending = []
+            for station_id in stations:
                 released, held = persist(store, station(station_id, version))
-                assert not held  # no single connection to write on: each write is awaited by a task
-                assert released.calls == 0
+                assert held  # on the station's master's held connection: no task per write
+                pending.append(released)
+            for released in pending:
                 assert (await released.wait()).deferred is False
+            for station_id in stations:
                 assert await stored(client, station_id) == station(station_id, version)
+        assert len(store._by_master) == 3
         assert store._deferred == {}
         assert failures() == before
     finally:
         await store.close()
         await client.aclose()
+
+
+async def test_on_a_redis_cluster_a_write_to_a_master_that_lost_the_slot_follows_it(
+    cluster: LocalRedisCluster,
+) -> None:
+    """A slot moved to another master (resharding): the held connection's write is redirected (MOVED, not run);
+    it is made again the ordinary way, its caller released only once it landed, and the slot map is read again."""
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    station_id = "MOVE1"
+    slot = state_store._state_slot(station_id)
+    target_port = next(port for port in cluster.ports if port != cluster.owner(slot))
+    target_node = redis.Redis(port=target_port)
+    try:
+        await client.ping()
+        assert await persist_until_pipelined(store, station(station_id, 1)) < 10
+        source = client.get_node_from_key(state_key(station_id))
+        await asyncio.to_thread(cluster.move_slot, slot, target_port)
+        assert client.get_node_from_key(state_key(station_id)).port == source.port  # the client's map is stale
+
+        released, held = persist(store, station(station_id, 2))
+        assert held  # sent to the old master, which answers MOVED
+        assert (await released.wait()).deferred is False
+        assert await stored(client, station_id) == station(station_id, 2)
+        assert await target_node.get(state_key(station_id)) is not None
+        await until(lambda: client.get_node_from_key(state_key(station_id)).port == target_port)
+        assert await persist_until_pipelined(store, station(station_id, 3)) < 10  # to the new master now
+        assert await target_node.get(state_key(station_id)) == station(station_id, 3).dumps()
+    finally:
+        await store.close()
+        await client.aclose()
+        await target_node.aclose()
 
 
 async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_states_back(

