@@ -268,8 +268,8 @@ class Pipelined:
     A task reads the replies in bulk and hands each, in order, to `on_reply` with the token given to `send()`
     (an error reply as an exception object); a connection that fails, or that leaves writes without a reply
     for `reply_timeout`, hands every token still waiting to `on_failure`. `send()` returns False while no
-    connection is up (one is being made): the caller then writes the ordinary way. Plain Redis only: a
-    cluster has no single connection to write on.
+    connection is up (one is being made): the caller then writes the ordinary way. On a Redis Cluster, one
+    per master (`client` is then that master's, from `Masters`).
     """
 
     def __init__(
