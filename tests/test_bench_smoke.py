@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.__main__ import report, verdict
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,3 +39,10 @@ def test_quick_bench_writes_results_of_every_scenario(tmp_path: Path) -> None:
     assert results["scenarios"]["proxy"]["tee"]["written_total"] > 0
     assert set(results["targets"]) == {"throughput_ratio", "added_p99_ms_paced", "rss_kib_per_charger", "tee_dropped"}
     assert all(isinstance(target["met"], bool) for target in results["targets"].values())
+
+    # A paced p99 below the bare relay's is noise in the relay's measurement: not a target met.
+    scenarios = results["scenarios"]
+    scenarios["proxy_paced"]["latency_ms"]["p99"] = scenarios["bare_relay_paced"]["latency_ms"]["p99"] - 0.5
+    target = report(scenarios, 20, 3.0)["targets"]["added_p99_ms_paced"]
+    assert target["met"] is False and target["inconclusive"] is True
+    assert verdict(target).startswith("INCONCLUSIVE")
