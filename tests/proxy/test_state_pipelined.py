@@ -334,6 +334,34 @@ async def test_on_a_redis_cluster_a_write_to_a_master_that_lost_the_slot_follows
         await target_node.aclose()
 
 
+async def test_on_a_redis_cluster_a_stalled_master_s_writes_are_deferred_and_land_once_it_answers(
+    cluster: LocalRedisCluster,
+) -> None:
+    """A master that stops answering (stalled, failing over) holds its stations' writes no longer than a plain
+    Redis would: the caller is released with the state deferred, and the state is written once it answers."""
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    station_id = "STALL1"
+    port = cluster.owner(state_store._state_slot(station_id))
+    try:
+        await client.ping()
+        assert await persist_until_pipelined(store, station(station_id, 1)) < 10
+        before = failures()
+        cluster.pause(port)  # for about a second: less than the cluster's node timeout (2 s)
+        try:
+            released, held = persist(store, station(station_id, 2))
+            assert held
+            assert (await released.wait()).deferred is True  # cut after REPLY_TIMEOUT without a reply
+        finally:
+            cluster.resume(port)
+        assert failures() > before
+        await until(holds(client, station(station_id, 2)))
+        await until(lambda: station_id not in store._deferred)
+    finally:
+        await store.close()
+        await client.aclose()
+
+
 async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_states_back(
     cluster: LocalRedisCluster,
 ) -> None:
