@@ -1,5 +1,6 @@
-"""Shared fixtures: a real Redis (embedded unless CUTOVER_REDIS_URL is set), the reference legacy CSMS,
-and a proxy in this process, all on loopback ports chosen at run time."""
+"""Shared fixtures: a real Redis (embedded unless CUTOVER_REDIS_URL is set), a three-master Redis Cluster (for
+the tests that ask for one), the reference legacy CSMS, and a proxy in this process, all on loopback ports
+chosen at run time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from peers.legacy_csms import LegacyCsms
+from peers.redis_cluster import LocalRedisCluster
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import EmbeddedRedis
 from proxy.server import ProxySettings
@@ -25,6 +27,13 @@ def redis_url() -> Iterator[str]:
         return
     with EmbeddedRedis() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalRedisCluster]:
+    """One cluster for the session: tests that move slots or flush it read where keys live, never assume it."""
+    with LocalRedisCluster(masters=3) as started:
+        yield started
 
 
 @pytest.fixture

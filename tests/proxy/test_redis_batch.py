@@ -5,7 +5,7 @@ redis-py's cluster pipeline, and the slot map read again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -16,12 +16,6 @@ from proxy import redis_batch
 from proxy.redis_client import CLUSTER_POOL_SIZE, connect
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalRedisCluster]:
-    with LocalRedisCluster(masters=3) as started:
-        yield started
 
 
 @pytest.fixture

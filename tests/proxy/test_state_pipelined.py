@@ -6,7 +6,7 @@ again later; on a Redis Cluster the same, on a connection to each station's mast
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as redis
@@ -264,12 +264,6 @@ async def test_an_error_reply_defers_that_state_and_the_connection_serves_later_
     assert (await released.wait()).deferred is False
     assert await stored(redis_client, "OOM2") == station("OOM2", 2)
     assert failures() == after_retry
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalRedisCluster]:
-    with LocalRedisCluster(masters=3) as started:
-        yield started
 
 
 async def test_on_a_redis_cluster_persists_are_pipelined_to_each_station_s_master_and_land(
