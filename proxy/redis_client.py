@@ -33,14 +33,17 @@ POOL_SIZE = 32
 # handshakes on a busy event loop (1 s refused hundreds of a 1,000-charger storm).
 QUEUE_SECONDS = 5.0
 # A cluster client keeps a pool per node that raises MaxConnectionsError once its connections are all in use
-# (redis-py has no waiting one): its commands wait for one of this many slots instead (`WaitingRedisCluster`).
+# (redis-py has no waiting one): its commands and pipelines wait for one of POOL_SIZE slots instead
+# (`WaitingRedisCluster`), so that no node's pool holds more connections than a plain client's; a pipeline
+# that sends redirected commands again takes more, within this.
 CLUSTER_POOL_SIZE = 128
 
 
 # What a call raises when Redis is unavailable: redis-py's errors, the OS's, a timeout — and, under uvloop,
 # RuntimeError("unable to perform operation on <TCPTransport closed=True>") on a connection Redis reset
-# (MagicStack/uvloop#506; the chaos suite saw it kill session set-up and retry tasks in a Redis outage).
-UNAVAILABLE = (RedisError, OSError, TimeoutError, RuntimeError)
+# (MagicStack/uvloop#506; the chaos suite saw it kill session set-up and retry tasks in a Redis outage). A
+# Redis Cluster client raises RedisClusterException, not a RedisError, when no node can be reached.
+UNAVAILABLE = (RedisError, OSError, TimeoutError, RuntimeError, RedisClusterException)
 UNAVAILABLE_OR_UNREADABLE = (*UNAVAILABLE, ValueError, TypeError)  # ... or what came back does not parse
 
 
@@ -65,12 +68,14 @@ _HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("cutover_clus
 
 class WaitingRedisCluster(RedisCluster):
     """redis-py's cluster client whose commands wait for a free connection, as the plain client's pool does:
-    at most CLUSTER_POOL_SIZE of its commands and pipelines run at once, so no node's pool is ever exhausted
-    (a reconnect storm's lookups queue behind each other instead of failing)."""
+    at most POOL_SIZE of its commands and pipelines run at once, so no node's pool is ever exhausted and none
+    opens more connections than a plain pool would (a reconnect storm's lookups queue behind each other
+    instead of failing, or of opening a hundred connections to each node on a busy event loop, whose connect
+    timeouts then make redis-py take reachable nodes for failed ones)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.free = asyncio.Semaphore(CLUSTER_POOL_SIZE)
+        self.free = asyncio.Semaphore(POOL_SIZE)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if _HOLDS_SLOT.get():

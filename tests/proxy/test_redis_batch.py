@@ -13,7 +13,8 @@ from redis.crc import key_slot
 
 from peers.redis_cluster import LocalRedisCluster
 from proxy import redis_batch
-from proxy.redis_client import CLUSTER_POOL_SIZE, connect
+from proxy.redis_client import CLUSTER_POOL_SIZE, UNAVAILABLE, connect
+from proxy.redis_embedded import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -92,3 +93,16 @@ async def test_more_concurrent_commands_than_a_node_has_connections_wait_for_one
     pipelines = [client.pipeline(transaction=False).get(key).incr(b"storm:{0}:n") for _ in range(calls)]
     results = await asyncio.gather(*(pipe.execute() for pipe in pipelines))
     assert sorted(n for _, n in results) == list(range(1, calls + 1))
+
+
+async def test_a_cluster_with_no_reachable_node_reads_as_redis_unavailable() -> None:
+    """redis-py raises RedisClusterException (not a RedisError) when no node answers: the proxy's callers,
+    which catch UNAVAILABLE (a 503 at the handshake, a deferred state), must see it as Redis away."""
+    client = connect(f"redis+cluster://127.0.0.1:{free_port()}", fail_fast=True)
+    try:
+        with pytest.raises(UNAVAILABLE):
+            await client.get(b"cutover:state:{CP1}")
+        with pytest.raises(UNAVAILABLE):
+            await redis_batch.execute(client, [(b"GET", b"cutover:state:{CP1}")], 2.0)
+    finally:
+        await client.aclose()
