@@ -188,8 +188,13 @@ class Masters:
             masters = cls._BY_CLUSTER[cluster] = cls(cluster)
         return masters
 
+    def name_for(self, slot: int) -> str | None:
+        """The "host:port" of the master serving the slot, as the slot map says now (None: not read yet)."""
+        nodes = self.cluster.nodes_manager.slots_cache.get(slot)
+        return str(nodes[0].name) if nodes else None
+
     def master_for(self, slot: int) -> tuple[str, redis.Redis] | None:
-        """The master serving the slot, as the slot map says now (None: the map is not read yet)."""
+        """The master serving the slot and its client, as the slot map says now (None: the map is not read yet)."""
         nodes = self.cluster.nodes_manager.slots_cache.get(slot)
         if not nodes:
             return None

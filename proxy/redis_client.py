@@ -11,7 +11,9 @@ not know which one they hold. What differs: one XREADGROUP cannot name streams o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import redis
@@ -77,15 +79,22 @@ class WaitingRedisCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self.free = asyncio.Semaphore(POOL_SIZE)
 
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the client's slots for a command or a pipeline, unless this task holds one already."""
         if _HOLDS_SLOT.get():
-            return await super().execute_command(*args, **kwargs)
+            yield
+            return
         async with self.free:
             holding = _HOLDS_SLOT.set(True)
             try:
-                return await super().execute_command(*args, **kwargs)
+                yield
             finally:
                 _HOLDS_SLOT.reset(holding)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.slot():
+            return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         if shard_hint:
@@ -98,14 +107,9 @@ class WaitingClusterPipeline(ClusterPipeline):
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         client = self.cluster_client
-        if _HOLDS_SLOT.get() or not isinstance(client, WaitingRedisCluster):
+        assert isinstance(client, WaitingRedisCluster)
+        async with client.slot():
             return await super().execute(raise_on_error, allow_redirections)
-        async with client.free:
-            holding = _HOLDS_SLOT.set(True)
-            try:
-                return await super().execute(raise_on_error, allow_redirections)
-            finally:
-                _HOLDS_SLOT.reset(holding)
 
 
 def connect(url: str, *, fail_fast: bool = False) -> aioredis.Redis:

@@ -36,7 +36,6 @@ from typing import Any
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
 
 from proxy import metrics, redis_batch
 from proxy.redis_client import UNAVAILABLE, UNAVAILABLE_OR_UNREADABLE
@@ -113,15 +112,6 @@ def _sentinel_check(key: str) -> tuple[redis_batch.Command, redis_batch.Command]
     return (b"SET", encoded, b"1", b"NX", b"EX", b"%d" % SENTINEL_TTL), (b"EXPIRE", encoded, b"%d" % SENTINEL_TTL)
 
 
-def _master_of(cluster: RedisCluster, key: str) -> str | None:
-    """The name of the Redis Cluster master that owns the key's slot, as the client knows it (None: no one)."""
-    try:
-        node = cluster.get_node_from_key(key)
-    except RedisClusterException:
-        return None
-    return None if node is None else str(node.name)
-
-
 def _call(then: Callable[[], None]) -> None:
     """A caller's continuation, run from the reply reader: its failure is its own, never the connection's."""
     try:
@@ -174,9 +164,9 @@ class StateStore:
         self._by_master: dict[str, redis_batch.Pipelined] = {}
 
     def _pipelined_to(self, slot: int) -> redis_batch.Pipelined | None:
-        """The pipelined connection a write of this slot goes on (None: the ordinary way, for now)."""
-        if self._masters is None:
-            return self._pipelined
+        """On a Redis Cluster, the pipelined connection a write of this slot goes on (None: the ordinary way,
+        for now)."""
+        assert self._masters is not None
         found = self._masters.master_for(slot)
         if found is None:
             return None  # the slot map not read yet: the ordinary write reads it
@@ -196,9 +186,8 @@ class StateStore:
         while True:
             pause = WATCH_SECONDS
             try:
-                cluster = self.client if isinstance(self.client, RedisCluster) else None
-                if cluster is not None and not cluster.get_primaries():  # before its first command
-                    await asyncio.wait_for(cluster.initialize(), SAVE_TIMEOUT)
+                if self._masters is not None and not self._masters.cluster.get_primaries():  # no command yet
+                    await asyncio.wait_for(self._masters.cluster.initialize(), SAVE_TIMEOUT)
                 keys = self._sentinel_keys()
                 commands = [command for key in keys for command in _sentinel_check(key)]
                 replies = await redis_batch.execute(self.client, commands, SAVE_TIMEOUT)
@@ -212,27 +201,27 @@ class StateStore:
     def _sentinel_keys(self) -> list[str]:
         """The sentinels to check: this process's one on a plain Redis; on a Redis Cluster one on each master
         (as the cluster client knows them now), a new one for a master that has none."""
-        cluster = self.client
-        if not isinstance(cluster, RedisCluster):
+        masters = self._masters
+        if masters is None:
             return list(self._sentinels)
         by_master: dict[str, str] = {}
         for key in self._sentinels:
-            master = _master_of(cluster, key)
+            master = masters.name_for(key_slot(key.encode()))
             if master is not None:
                 by_master.setdefault(master, key)  # two on one master (slots moved): one is enough
-        for node in cluster.get_primaries():
+        for node in masters.cluster.get_primaries():
             if node.name not in by_master:
-                found = self._sentinel_on(cluster, node.name)
+                found = self._sentinel_on(masters, node.name)
                 if found is not None:
                     by_master[node.name] = found
         self._sentinels = {key: self._sentinels.get(key, False) for key in by_master.values()}
         return list(self._sentinels)
 
-    def _sentinel_on(self, cluster: RedisCluster, master: str) -> str | None:
+    def _sentinel_on(self, masters: redis_batch.Masters, master: str) -> str | None:
         """A sentinel key of this process in a slot the master owns."""
         for tag in range(SENTINEL_SEARCH):
             key = f"{self._sentinel_base}:{{{tag}}}"
-            if _master_of(cluster, key) == master:
+            if masters.name_for(key_slot(key.encode())) == master:
                 return key
         return None
 

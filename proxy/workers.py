@@ -9,8 +9,8 @@ passes SIGHUP on (TLS reload) and on SIGTERM or SIGINT stops every worker and ex
 Worker 0 alone serves the admin listener (API, `/healthz`, `/metrics`) and `--metrics-listen`; its `/metrics`
 is the sum over all workers (prometheus_client's multiprocess mode, one scrape target per host or pod), its
 `/healthz` counts the stations and tee frames of every worker (from the same metric files) and the live
-workers, and its `POST /tls/reload` re-reads worker 0's TLS material (the
-answer says whether it loaded) then signals this supervisor, which passes a SIGHUP on to every worker.
+workers, and its `POST /tls/reload` re-reads worker 0's TLS material (the answer says whether it loaded) then
+signals this supervisor, which passes a SIGHUP on to every worker.
 """
 
 from __future__ import annotations
