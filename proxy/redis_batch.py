@@ -179,6 +179,7 @@ class Masters:
         self.clients: dict[str, redis.Redis] = {}  # a master's "host:port" → its client
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
+        self._seen: set[str] = set()  # the masters of the slot map when `lost()` last looked
 
     @classmethod
     def of(cls, cluster: RedisCluster) -> Masters:
@@ -211,6 +212,15 @@ class Masters:
     def client_for(self, slot: int) -> redis.Redis | None:
         found = self.master_for(slot)
         return None if found is None else found[1]
+
+    def lost(self) -> set[str]:
+        """The masters the slot map named when last asked and names no longer: failed over (a replica serves their
+        slots now) or removed. Nothing while the map is not read."""
+        now = {node.name for node in self.cluster.get_primaries()}
+        if not now:
+            return set()
+        lost, self._seen = self._seen - now, now
+        return lost
 
     def refresh(self) -> None:
         """Read the slot map again, in the background, unless that was done within REFRESH_EVERY seconds."""

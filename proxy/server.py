@@ -171,6 +171,7 @@ class Proxy:
         self._counts_changed: dict[str, tuple[Session, bool]] = {}
         self._counts_writer: asyncio.Task[None] | None = None
         self._counts_urgent = False
+        store.written_again = self._counts_written_again
 
     def upstream_context(self, station_id: str, native: bool = False) -> ssl.SSLContext:
         """The TLS context toward the legacy for a station (its own client certificate if it has one), or
@@ -309,6 +310,18 @@ class Proxy:
             return
         self._counts_changed[session.station_id] = (session, written)
         self._counts_urgent = self._counts_urgent or not written  # a Redis Cluster: at once, the ordinary way
+        self._write_counts_soon()
+
+    def _counts_written_again(self) -> None:
+        """Redis lost what this process wrote (came back empty, or a Redis Cluster master failed over): every
+        session's open-transaction count is written again with the states, so no switch takes a station that is
+        charging for an idle one."""
+        for station_id, session in self.sessions.items():
+            self._counts_changed[station_id] = (session, False)
+        self._counts_urgent = True
+        self._write_counts_soon()
+
+    def _write_counts_soon(self) -> None:
         if self._counts_writer is None or self._counts_writer.done():
             self._counts_writer = asyncio.create_task(self._write_counts(), name="transaction-counts")
 

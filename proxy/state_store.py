@@ -12,7 +12,9 @@ counted and retried in the background, and the caller is called back at once, so
 in-process copy serves a reconnecting station meanwhile. When Redis comes back without its data (a restart
 without persistence, a flush), every state this process holds is written again: a sentinel key of this
 process, absent again once set, tells that it happened. A Redis Cluster has one on every master, kept so as
-the masters change: a master loses its own keys, not the others'.
+the masters change: a master loses its own keys, not the others'. A master of a Redis Cluster that leaves
+the slot map (failed over: its replica serves its slots now) may have acknowledged writes its replica never
+got (replication is asynchronous), and no sentinel tells: every state is written again then too.
 
 Writes are fenced by the station's epoch: a session claims its station (`claim()`, a higher epoch set in the
 station's hash) as it loads the state, and its writes go through only while no later claim was made.
@@ -29,7 +31,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +67,13 @@ CLAIM = (
     b"epoch = string.format('%d', epoch) redis.call('HSET', KEYS[1], 'epoch', epoch) return epoch"
 )
 # KEYS: the station's hash, its state; ARGV: the writer's epoch, the state. 1 written, 0 a later claim was made.
+# An epoch below the writer's was lost with Redis's data (a restart without persistence, a failover that lost the
+# last writes): the writer's is set again, so the fence holds against the older sessions from then on.
 FENCED_SET = (
     b"local claimed = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') "
-    b"if claimed > tonumber(ARGV[1]) then return 0 end "
+    b"local mine = tonumber(ARGV[1]) "
+    b"if claimed > mine then return 0 end "
+    b"if claimed < mine then redis.call('HSET', KEYS[1], 'epoch', ARGV[1]) end "
     b"redis.call('SET', KEYS[2], ARGV[2]) return 1"
 )
 
@@ -162,6 +168,9 @@ class StateStore:
         # On a Redis Cluster, the same on a connection to each master: a station's writes go to its own.
         self._masters = redis_batch.Masters.of(client) if isinstance(client, RedisCluster) else None
         self._by_master: dict[str, redis_batch.Pipelined] = {}
+        # Called once this process's states were written again (Redis lost them): what else the process keeps in
+        # Redis for its stations is written again too (the proxy's open-transaction counts).
+        self.written_again: Callable[[], None] | None = None
 
     def _pipelined_to(self, slot: int) -> redis_batch.Pipelined | None:
         """On a Redis Cluster, the pipelined connection a write of this slot goes on (None: the ordinary way,
@@ -186,8 +195,10 @@ class StateStore:
         while True:
             pause = WATCH_SECONDS
             try:
-                if self._masters is not None and not self._masters.cluster.get_primaries():  # no command yet
-                    await asyncio.wait_for(self._masters.cluster.initialize(), SAVE_TIMEOUT)
+                if self._masters is not None:
+                    if not self._masters.cluster.get_primaries():  # no command yet
+                        await asyncio.wait_for(self._masters.cluster.initialize(), SAVE_TIMEOUT)
+                    self._failed_over(self._masters.lost())
                 keys = self._sentinel_keys()
                 commands = [command for key in keys for command in _sentinel_check(key)]
                 replies = await redis_batch.execute(self.client, commands, SAVE_TIMEOUT)
@@ -227,33 +238,65 @@ class StateStore:
 
     def _sentinel_checked(self, key: str, *, created: bool) -> None:
         """A sentinel had to be created again: Redis (that master) lost its data since this process set it."""
-        if created and self._sentinels.get(key) and (self._restorer is None or self._restorer.done()):
-            self._restorer = asyncio.create_task(self._restore(), name="state-restore")
+        if created and self._sentinels.get(key):
+            self._write_again("redis_data_lost")
         if key in self._sentinels:
             self._sentinels[key] = True
 
-    async def _restore(self) -> None:
-        """Redis came back empty: write every station state and device model this process holds again
-        (`SET NX`: never over one that another proxy instance wrote meanwhile)."""
+    def _failed_over(self, masters: set[str]) -> None:
+        """Masters of a Redis Cluster left the slot map: their replicas, serving their slots now, may lack the
+        last writes they acknowledged."""
+        if not masters:
+            return
+        for name in masters:
+            pipelined = self._by_master.pop(name, None)
+            if pipelined is not None:
+                self._in_background(pipelined.close())
+        self._write_again("redis_failed_over", sorted(masters))
+
+    def _write_again(self, reason: str, masters: list[str] | None = None) -> None:
+        if self._restorer is None or self._restorer.done():
+            self._restorer = asyncio.create_task(self._restore(reason, masters), name="state-restore")
+
+    async def _restore(self, reason: str, masters: list[str] | None) -> None:
+        """Redis lost what this process wrote (came back empty, or failed over): write every station state it holds
+        again, fenced by the epoch of its session (never over the state of a newer session elsewhere; the epoch is
+        set again if it was lost), and every device model (`SET NX`: never over one written meanwhile)."""
         assert self.client is not None
+        stations = list(self._local.items())
         entries: list[redis_batch.Command] = [
-            (b"SET", state_key(station_id).encode(), state.dumps(), b"NX") for station_id, state in self._local.items()
+            fenced_set(station_id, self._epochs.get(station_id, 0), state.dumps()) for station_id, state in stations
         ]
         entries += [
             (b"SET", device_model_key(station_id).encode(), model.dumps(), b"NX")
             for station_id, model in self._models.items()
         ]
-        log.warning("redis_data_lost states=%d; writing this proxy's station states again", len(entries))
+        log.warning(
+            "%s%s states=%d; writing this proxy's station states again",
+            reason, "" if masters is None else f" masters={','.join(masters)}", len(stations),
+        )  # fmt: skip
         metrics.STATE_RESTORES.inc()
         try:
             for start in range(0, len(entries), RESTORE_CHUNK):
-                await redis_batch.execute(self.client, entries[start : start + RESTORE_CHUNK], SAVE_TIMEOUT * 4)
+                end = start + RESTORE_CHUNK
+                replies = await redis_batch.execute(self.client, entries[start:end], SAVE_TIMEOUT * 4)
+                for (station_id, state), reply in zip(stations[start:end], replies, strict=False):  # states first
+                    if reply == 0 and self._local.get(station_id) is state:  # a newer session's state stands
+                        self._refused(station_id)
         except UNAVAILABLE as exc:
             # Not all written: lose the sentinels so that the next check finds the loss again.
             log.warning("state_restore_failed error=%r; trying again at the next check", exc)
             with contextlib.suppress(*UNAVAILABLE):
                 lost = [(b"DEL", key.encode()) for key in self._sentinels]
                 await redis_batch.execute(self.client, lost, SAVE_TIMEOUT)
+            return
+        if self.written_again is not None:
+            _call(self.written_again)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     async def claim(self, station_id: str) -> tuple[int, StationState]:
         """Claim the station for a new session and load its state, in one round trip: the epoch the session's
@@ -363,9 +406,7 @@ class StateStore:
             if pipelined.send(command, (state.station_id, then, superseded or then)):
                 return
         # The pipelined connection still being made (or a cluster's slot map not read yet): an ordinary write.
-        task = asyncio.create_task(self._save_then(state, epoch, then, superseded or then))
-        self._saving.add(task)
-        task.add_done_callback(self._saving.discard)
+        self._in_background(self._save_then(state, epoch, then, superseded or then))
 
     async def _save_then(
         self, state: StationState, epoch: int, then: Callable[[], None], superseded: Callable[[], None]
@@ -420,9 +461,7 @@ class StateStore:
             again = self._control_again(token.command)
         else:
             return
-        task = asyncio.create_task(again)
-        self._saving.add(task)
-        task.add_done_callback(self._saving.discard)
+        self._in_background(again)
 
     async def _control_again(self, command: redis_batch.Command) -> None:
         assert self.client is not None

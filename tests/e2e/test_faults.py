@@ -24,6 +24,7 @@ from peers.ledger import charger_transactions, check
 from peers.legacy_csms import LegacyCsms, LegacyFaults, wait_for
 from proxy.app import RunningProxy, start_proxy
 from proxy.redis_embedded import EmbeddedRedis, free_port
+from proxy.routing import station_key
 from proxy.state_store import StateStore, StateUnavailable, state_key
 from tests.conftest import proxy_url, settings_for
 from tests.frames import invalid_emitted_frames, tee_envelopes
@@ -258,7 +259,9 @@ async def test_station_states_are_written_again_when_redis_comes_back_empty(
     legacy: LegacyCsms, redis_url: str, redis_client: redis.Redis
 ) -> None:
     """Found by the chaos suite (redis_lost_then_proxy_kill): after Redis lost its data, a proxy that then
-    died left nothing for its successor, which billed the running transactions wrongly or not at all."""
+    died left nothing for its successor, which billed the running transactions wrongly or not at all. The
+    station's open-transaction count comes back too: without it a switch would take the charging station for
+    an idle one and move it mid-transaction."""
     running = await start_proxy(settings_for(legacy), redis_url, None)
     charger = Charger201("LOST01", proxy_url(running))
     try:
@@ -276,6 +279,11 @@ async def test_station_states_are_written_again_when_redis_comes_back_empty(
         (tx,) = restored.transactions.values()
         assert tx.legacy_id == next(iter(legacy.transactions))
         assert REGISTRY.get_sample_value("cutover_state_restores_total", {}) >= 1
+        for _ in range(100):  # written after the states
+            if await redis_client.hget(station_key("LOST01"), "active_transactions") is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert await redis_client.hget(station_key("LOST01"), "active_transactions") == b"1"
     finally:
         await charger.close()
         await running.stop()

@@ -86,23 +86,25 @@ class Released:
         return self
 
 
-def persist(store: StateStore, state: StationState, order: list[str] | None = None) -> tuple[Released, bool]:
+def persist(
+    store: StateStore, state: StationState, order: list[str] | None = None, epoch: int = 0
+) -> tuple[Released, bool]:
     """persist() with a recording `then`; and whether the write went on the held connection (no task taken, and
     the caller not released at once as it is when the state is deferred)."""
     tasks = asyncio.all_tasks()
     released = Released(store, state.station_id, order)
-    store.persist(state, released)
+    store.persist(state, released, epoch=epoch)
     assert released.calls == 0 or state.station_id in store._deferred  # only a deferral releases at once
     return released, released.calls == 0 and not (asyncio.all_tasks() - tasks)
 
 
-async def persist_until_pipelined(store: StateStore, state: StationState) -> int:
+async def persist_until_pipelined(store: StateStore, state: StationState, epoch: int = 0) -> int:
     """Persist `state` until it goes on the held connection, waiting for each write meanwhile; how many did not."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE
     ordinary = 0
     while True:
-        released, held = persist(store, state)
+        released, held = persist(store, state, epoch=epoch)
         await released.wait()
         assert released.calls == 1
         if held and not released.deferred:
@@ -394,6 +396,57 @@ async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_stat
         await client.aclose()
         for node in nodes:
             await node.aclose()
+
+
+async def test_on_a_redis_cluster_a_master_failed_over_before_its_replica_got_its_last_writes_gets_them_again() -> (
+    None
+):
+    """Replication is asynchronous: a master can acknowledge a state write, then die before its replica got it,
+    and the replica that takes its slots over holds the older state (and the older claim), with no sentinel
+    missing to tell. The proxy sees the master leave the slot map, writes its states again, fenced, and
+    restores the newer claim's epoch, so the older session stays fenced out."""
+    cluster = await asyncio.to_thread(LocalRedisCluster(masters=3, replicas=1).start)
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    written_again: list[str] = []
+    store.written_again = lambda: written_again.append("counts")
+    station_id = "FAILOVER1"
+    master = cluster.owner(state_store._state_slot(station_id))
+    replica_port = cluster.replica_ports[master][0]
+    replica = redis.Redis(port=replica_port)
+    try:
+        old_epoch, _ = await store.claim(station_id)
+        assert await persist_until_pipelined(store, station(station_id, 1), old_epoch) < 10  # as the proxy does
+        await replica.execute_command("READONLY")  # reads on a replica of the cluster
+        await until(lambda: replica.get(state_key(station_id)))
+        await until(lambda: store._masters is not None and store._masters._seen)  # the watcher knows the masters
+
+        await asyncio.to_thread(cluster.hold_back_replication, master)
+        new_epoch, _ = await store.claim(station_id)  # a newer session of the station: this process's too
+        released, refused = persist_claimed(store, station(station_id, 2), new_epoch)
+        assert (await released.wait()).deferred is False  # the master acknowledged it
+        assert refused == []
+        restores = REGISTRY.get_sample_value("cutover_state_restores_total") or 0.0
+        await asyncio.to_thread(cluster.kill, master)
+        await asyncio.to_thread(cluster.take_over, replica_port)
+        assert await replica.get(state_key(station_id)) == station(station_id, 1).dumps()  # the older state
+
+        await until(holds(client, station(station_id, 2)))
+        assert await replica.get(state_key(station_id)) == station(station_id, 2).dumps()
+        assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + 1
+        await until(lambda: written_again == ["counts"])
+        assert f"127.0.0.1:{master}" not in store._by_master
+        # The newer claim's epoch is back: the older session's write is refused, the newer state stands.
+        assert await store.save(station(station_id, 3), old_epoch) is False
+        assert await stored(client, station_id) == station(station_id, 2)
+        # And the hot path goes on, pipelined to the new master.
+        assert await persist_until_pipelined(store, station(station_id, 4), new_epoch) < 10
+        assert await replica.get(state_key(station_id)) == station(station_id, 4).dumps()
+    finally:
+        await store.close()
+        await client.aclose()
+        await replica.aclose()
+        await asyncio.to_thread(cluster.stop)
 
 
 # -- writes fenced by the station's epoch -------------------------------------------------------
