@@ -145,7 +145,9 @@ class StateStore:
         self._epochs: dict[str, int] = {}  # the epoch of each station's latest write from this process
         self._models: dict[str, DeviceModel] = {}
         self._deferred: dict[str, StationState] = {}
-        self._down_until = 0.0
+        self._down_until = 0.0  # a plain Redis failed a write: its writes are deferred until then
+        # On a Redis Cluster, per master: one master failing defers its own stations' writes, not the others'.
+        self._masters_down: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         # The next write: station → (the latest state packed, its epoch, the saves waiting: True once written,
         # False when a later claim refused it).
@@ -182,7 +184,8 @@ class StateStore:
         name, client = found
         pipelined = self._by_master.get(name)
         if pipelined is None:
-            pipelined = redis_batch.Pipelined(client, self._acknowledged, self._not_written, REPLY_TIMEOUT)
+            failed = functools.partial(self._not_written, master=name)
+            pipelined = redis_batch.Pipelined(client, self._acknowledged, failed, REPLY_TIMEOUT)
             self._by_master[name] = pipelined
         return pipelined
 
@@ -390,13 +393,14 @@ class StateStore:
             then()
             return
         now = time.monotonic()
-        if now < self._down_until:
+        slot = _state_slot(state.station_id) if self._masters is not None else 0
+        if now < self._down_until or (self._masters is not None and self._master_waits(slot, now)):
             self._defer(state)
             then()
             return
         pipelined = self._pipelined
         if self._masters is not None:
-            pipelined = self._pipelined_to(_state_slot(state.station_id))
+            pipelined = self._pipelined_to(slot)
         elif pipelined is not None and now >= self._next_sentinel and pipelined.send(self._sentinel_command, None):
             # Under load a Redis that lost its data is seen within a tenth of a second (a cluster's masters: by
             # the watcher, four times a second).
@@ -421,10 +425,14 @@ class StateStore:
         """Hand a control-plane write to Redis on the state connection, ahead of the state writes that follow
         (and so of the frames that wait for them); False when it cannot be done so (the caller writes it the
         ordinary way)."""
-        if time.monotonic() < self._down_until:
+        now = time.monotonic()
+        if now < self._down_until:
             return False
         key = redis_batch.command_key(command)
-        pipelined = self._pipelined if key is None or self._masters is None else self._pipelined_to(key_slot(key))
+        pipelined = self._pipelined
+        if key is not None and self._masters is not None:
+            slot = key_slot(key)
+            pipelined = None if self._master_waits(slot, now) else self._pipelined_to(slot)
         if pipelined is None:
             return False
         return pipelined.send(redis_batch.pack(*command), _Control(command))
@@ -476,17 +484,34 @@ class StateStore:
         log.warning("state_write_superseded station_id=%s; a newer connection of the station claimed it", station_id)
         self._local.pop(station_id, None)
 
-    def _not_written(self, tokens: list[object], error: BaseException) -> None:
+    def _not_written(self, tokens: list[object], error: BaseException, master: str | None = None) -> None:
         writes = [token for token in tokens if isinstance(token, tuple)]
         log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(writes), error)
-        self._down_until = time.monotonic() + RETRY_AFTER
-        if self._masters is not None:
-            self._masters.refresh()  # a master away: maybe failed over
+        self._failed(master)
         for station_id, then, _ in writes:
             state = self._local.get(station_id)
             if state is not None:
                 self._defer(state)
             _call(then)
+
+    def _master_waits(self, slot: int, now: float) -> bool:
+        """On a Redis Cluster: the slot's master failed a write within RETRY_AFTER (its writes are deferred)."""
+        assert self._masters is not None
+        return now < self._masters_down.get(self._masters.name_for(slot) or "", 0.0)
+
+    def _failed(self, master: str | None) -> None:
+        """Redis failed a write: its writes are deferred for RETRY_AFTER; on a Redis Cluster, those to that master
+        only (None: none, the failure not being one master's), and the slot map is read again (failed over?)."""
+        until = time.monotonic() + RETRY_AFTER
+        if self._masters is None:
+            self._down_until = until
+            return
+        self._masters.refresh()
+        if master is not None:
+            self._masters_down[master] = until
+
+    def _master_of(self, station_id: str) -> str | None:
+        return None if self._masters is None else self._masters.name_for(_state_slot(station_id))
 
     async def save(self, state: StationState, epoch: int = 0) -> bool:
         """Write the state to Redis, or defer it (counted) when Redis is unavailable; False when a later claim
@@ -495,7 +520,10 @@ class StateStore:
         self._epochs[state.station_id] = epoch
         if self.client is None:
             return True
-        if time.monotonic() < self._down_until:
+        now = time.monotonic()
+        if now < self._down_until or (
+            self._masters is not None and self._master_waits(_state_slot(state.station_id), now)
+        ):
             self._defer(state)
             return True
         try:
@@ -504,7 +532,7 @@ class StateStore:
             log.warning(
                 "state_save_failed station_id=%s error=%r; kept in memory, retrying", state.station_id, exc
             )
-            self._down_until = time.monotonic() + RETRY_AFTER
+            self._failed(self._master_of(state.station_id))
             self._defer(state)
             return True
         self._deferred.pop(state.station_id, None)
@@ -559,16 +587,24 @@ class StateStore:
     async def _retry_deferred(self) -> None:
         assert self.client is not None
         while self._deferred:
-            await asyncio.sleep(max(self._down_until - time.monotonic(), 0.05))
+            now = time.monotonic()
+            self._masters_down = {name: until for name, until in self._masters_down.items() if until > now}
+            wake = max(self._down_until, min(self._masters_down.values(), default=0.0))
+            await asyncio.sleep(max(wake - now, 0.05))
             for station_id, state in list(self._deferred.items()):
+                if self._masters is not None and self._master_waits(_state_slot(station_id), time.monotonic()):
+                    continue  # its master failed again: the others' go on
                 try:
                     (written,) = await redis_batch.execute(
                         self.client, [fenced_set(station_id, self._epochs.get(station_id, 0), state.dumps())],
                         SAVE_TIMEOUT,
                     )  # fmt: skip
                 except UNAVAILABLE:
-                    self._down_until = time.monotonic() + RETRY_AFTER
-                    break
+                    master = self._master_of(station_id)
+                    self._failed(master)
+                    if master is None:  # a plain Redis (or no slot map): all of them wait
+                        break
+                    continue
                 if self._deferred.get(station_id) is state:
                     del self._deferred[station_id]
                     if written == 0:  # claimed meanwhile by a newer session, elsewhere: its state stands

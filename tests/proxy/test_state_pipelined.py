@@ -334,23 +334,31 @@ async def test_on_a_redis_cluster_a_stalled_master_s_writes_are_deferred_and_lan
     cluster: LocalRedisCluster,
 ) -> None:
     """A master that stops answering (stalled, failing over) holds its stations' writes no longer than a plain
-    Redis would: the caller is released with the state deferred, and the state is written once it answers."""
+    Redis would: the caller is released with the state deferred, and the state is written once it answers. The
+    other masters' stations go on as before, their writes acknowledged, not deferred."""
     client = connect(cluster.url, fail_fast=True)
     store = StateStore(client)
     station_id = "STALL1"
     port = cluster.owner(state_store._state_slot(station_id))
+    others = (f"STALL-OTHER{n}" for n in range(1000))
+    other = next(name for name in others if cluster.owner(state_store._state_slot(name)) != port)
     try:
         await client.ping()
         assert await persist_until_pipelined(store, station(station_id, 1)) < 10
+        assert await persist_until_pipelined(store, station(other, 1)) < 10
         before = failures()
         cluster.pause(port)  # for about a second: less than the cluster's node timeout (2 s)
         try:
             released, held = persist(store, station(station_id, 2))
             assert held
             assert (await released.wait()).deferred is True  # cut after REPLY_TIMEOUT without a reply
+            assert failures() == before + 1
+            released, held = persist(store, station(other, 2))
+            assert held  # on its own master's connection, not deferred with the stalled master's
+            assert (await released.wait()).deferred is False
+            assert failures() == before + 1
         finally:
             cluster.resume(port)
-        assert failures() > before
         await until(holds(client, station(station_id, 2)))
         await until(lambda: station_id not in store._deferred)
     finally:
