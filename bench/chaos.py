@@ -1,11 +1,12 @@
 """`python -m bench.chaos`: fault scenarios over real processes and sockets, each ending with the billing
 ledger check (peers/ledger.py) and a recovery-time measurement; prints a table, writes bench/results/chaos.json.
 
-Every scenario runs its own stack on loopback: an embedded redis-server, the reference legacy CSMS in this
-process (its records are the legacy's billing), one or two `cutover proxy` child processes, and many
-simulated 2.0.1 chargers charging in a loop (auto-reconnecting, with their offline queue). Network faults go
-through `peers.faultproxy.FaultProxy`. Recovery is the time from the end of a fault until every charger is
-connected, booted on that connection, and has nothing queued from before the fault ended.
+Every scenario runs its own stack on loopback: an embedded redis-server (or a local Redis Cluster with
+replicas), the reference legacy CSMS in this process (its records are the legacy's billing), one or two
+`cutover proxy` child processes, and many simulated 2.0.1 chargers charging in a loop (auto-reconnecting, with
+their offline queue). Network faults go through `peers.faultproxy.FaultProxy`. Recovery is the time from the
+end of a fault until every charger is connected, booted on that connection, and has nothing queued from before
+the fault ended.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ocpp.exceptions import OCPPError
+from redis.crc import key_slot
 from websockets.exceptions import InvalidHandshake
 
 from bench.__main__ import publish
@@ -39,7 +41,9 @@ from peers.charger201 import Charger201
 from peers.faultproxy import FaultProxy
 from peers.ledger import charger_transactions, check
 from peers.legacy_csms import LegacyCsms, LegacyFaults
+from peers.redis_cluster import LocalRedisCluster
 from proxy.redis_embedded import EmbeddedRedis, free_port
+from proxy.state_store import state_key
 
 RESULTS = Path(__file__).parent / "results" / "chaos.json"
 LOGGER = logging.getLogger("bench.chaos")
@@ -254,12 +258,13 @@ class Stack:
     profile: Profile
     rng: random.Random
     log_dir: Path
-    redis: EmbeddedRedis
+    redis: EmbeddedRedis | None  # None: the scenario runs on `cluster`
     legacy: LegacyCsms
     proxies: list[ProxyProcess]
     legacy_gate: FaultProxy | None = None
     redis_gate: FaultProxy | None = None
     charger_gate: FaultProxy | None = None
+    cluster: LocalRedisCluster | None = None
     chargers: list[ChaosCharger] = field(default_factory=list)
     recoveries: list[float | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -296,6 +301,7 @@ class Scenario:
     legacy_gate: bool = False
     redis_gate: bool = False
     charger_gate: bool = False  # the chargers reach the (first) proxy through a FaultProxy
+    cluster: bool = False  # a Redis Cluster of three masters with a replica each, instead of one Redis
     charger: dict[str, Any] = field(default_factory=dict)
 
 
@@ -378,6 +384,7 @@ async def redis_down(stack: Stack) -> None:
 
 
 async def redis_restart(stack: Stack) -> None:
+    assert stack.redis is not None
     stack.redis.kill()
     stack.redis = EmbeddedRedis(port=stack.redis.port).start()  # empty: every station's state is gone
     await stack.recovered()
@@ -386,6 +393,7 @@ async def redis_restart(stack: Stack) -> None:
 
 async def redis_lost_then_proxy_kill(stack: Stack) -> None:
     """Redis comes back empty; shortly after, the proxy dies: what it kept only in memory is gone."""
+    assert stack.redis is not None
     proxy = stack.proxies[0]
     stack.redis.kill()
     stack.redis = EmbeddedRedis(port=stack.redis.port).start()
@@ -409,6 +417,33 @@ async def redis_down_with_proxy_kill(stack: Stack) -> None:
     await proxy.start()
     await stack.sleep(stack.profile.fault / 2)
     stack.redis_gate.heal()
+    await stack.recovered()
+
+
+async def cluster_failover(stack: Stack) -> None:
+    """On a Redis Cluster with replicas: a master's replica stops receiving (the master acknowledges the proxy's
+    writes and passes them on no further), the master dies, and its replica takes its slots over with the older
+    data."""
+    cluster = stack.cluster
+    assert cluster is not None
+    master = cluster.owner(key_slot(state_key(stack.chargers[0].station_id).encode()))
+    await asyncio.to_thread(cluster.hold_back_replication, master)
+    await stack.sleep(stack.profile.fault)  # charging goes on, on states the replica never gets
+    await asyncio.to_thread(cluster.kill, master)
+    await asyncio.to_thread(cluster.take_over, cluster.replica_ports[master][0])
+    stack.notes.append(f"master {master} killed, its replica took over at {utc_now()}")
+    await stack.recovered()
+
+
+async def cluster_failover_then_proxy_kill(stack: Stack) -> None:
+    """`cluster_failover`, then the proxy dies too: its successor loads the stations from the cluster."""
+    proxy = stack.proxies[0]
+    await cluster_failover(stack)
+    await stack.sleep(1.0, 2.0)  # the proxy sees the master leave the slot map (four times a second)
+    await proxy.scrape()
+    proxy.kill()
+    stack.notes.append(f"{proxy.name} killed at {utc_now()}")
+    await proxy.start()
     await stack.recovered()
 
 
@@ -497,6 +532,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         redis_gate=True,
     ),
     Scenario(
+        "cluster_failover",
+        "Redis Cluster: a master dies with writes its replica never got, the replica takes over",
+        cluster_failover,
+        cluster=True,
+    ),
+    Scenario(
+        "cluster_failover_then_proxy_kill",
+        "cluster_failover, then the proxy SIGKILLed and restarted",
+        cluster_failover_then_proxy_kill,
+        cluster=True,
+    ),
+    Scenario(
         "retransmit",
         "legacy 1.2-2 s late on transactions; chargers time out after 1 s and send again",
         with_legacy_faults(lambda: LegacyFaults(latency=(1.2, 2.0), actions=TRANSACTION_ACTIONS)),
@@ -576,7 +623,8 @@ async def run_scenario(scenario: Scenario, profile: Profile, seed: int, log_root
     log_dir = log_root / scenario.name
     log_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    redis_server = EmbeddedRedis().start()
+    cluster = await asyncio.to_thread(LocalRedisCluster(masters=3, replicas=1).start) if scenario.cluster else None
+    redis_server = EmbeddedRedis().start() if cluster is None else None
     legacy = LegacyCsms(accepted_id_tags=ID_TOKENS, response_timeout=CALL_TIMEOUT)
     gates: list[FaultProxy] = []
     stack: Stack | None = None
@@ -585,13 +633,15 @@ async def run_scenario(scenario: Scenario, profile: Profile, seed: int, log_root
     try:
         await legacy.start()
         legacy_port = legacy.port
-        redis_gate = await FaultProxy(redis_server.port).start() if scenario.redis_gate else None
+        redis_gate = await FaultProxy(redis_server.port).start() if redis_server and scenario.redis_gate else None
         legacy_gate = await FaultProxy(legacy_port).start() if scenario.legacy_gate else None
         gates = [gate for gate in (redis_gate, legacy_gate) if gate is not None]
-        redis_url = f"redis://127.0.0.1:{redis_gate.port}/0" if redis_gate else redis_server.url
+        redis_url = f"redis://127.0.0.1:{redis_gate.port}/0" if redis_gate else redis_server.url if redis_server else ""
+        redis_url = cluster.url if cluster is not None else redis_url
         legacy_url = f"ws://127.0.0.1:{legacy_gate.port}/ocpp" if legacy_gate else legacy.url
         proxies = [ProxyProcess(f"proxy{n}", legacy_url, redis_url, log_dir) for n in range(scenario.proxies)]
         stack = Stack(scenario.name, profile, rng, log_dir, redis_server, legacy, proxies, legacy_gate, redis_gate)
+        stack.cluster = cluster
         for proxy in proxies:
             await proxy.start()
         urls = [proxy.url for proxy in proxies]
@@ -637,7 +687,10 @@ async def run_scenario(scenario: Scenario, profile: Profile, seed: int, log_root
         for gate in gates:
             await gate.stop()
         await legacy.stop()
-        redis_server.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        if cluster is not None:
+            await asyncio.to_thread(cluster.stop)
 
 
 def summarise(scenario: Scenario, stack: Stack, errors: list[str], elapsed: float) -> dict[str, Any]:
