@@ -2,12 +2,15 @@
 
 `offer()` never blocks and never raises: frames go into a bounded in-memory queue that a background task
 flushes to Redis in pipelined batches. When the queue is full, or Redis is unavailable, frames are
-dropped and counted (`cutover_tee_dropped_frames_total`); the live path never waits on Redis.
+dropped and counted (`cutover_tee_dropped_frames_total`); the live path never waits on Redis. A Redis that
+failed a write gets no frames for DOWN_SECONDS (they are dropped, not replayed into a struggling Redis); on a
+Redis Cluster that is the master that failed, the other masters' shards go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import zlib
@@ -16,6 +19,8 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from proxy import metrics, redis_batch
 from proxy.redis_client import UNAVAILABLE
@@ -24,6 +29,7 @@ log = logging.getLogger("cutover.tee")
 
 ENVELOPE_VERSION = 1
 WRITE_TIMEOUT = 2.0
+DOWN_SECONDS = 0.5
 _PACKER = msgpack.Packer(use_bin_type=True)  # one for the process: `packb` builds a Packer per call
 STREAM_PREFIX = "cutover:tee:"
 
@@ -52,6 +58,11 @@ def envelope(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
 def unpack(raw: bytes) -> dict[str, Any]:
     envelope: dict[str, Any] = msgpack.unpackb(raw, raw=False)
     return envelope
@@ -78,6 +89,9 @@ class Tee:
         self._stopping = False
         self.written = 0
         self.dropped = 0
+        # A master ("" for a plain Redis, or a cluster's slot map not read yet) → until when its frames are dropped.
+        self._down: dict[str, float] = {}
+        self._masters = redis_batch.Masters.of(client) if isinstance(client, RedisCluster) else None
 
     def offer(
         self,
@@ -123,36 +137,51 @@ class Tee:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write what is queued now, in pipelined batches; on a Redis error drop the batch and count it."""
+        """Write what is queued now, in pipelined batches; what Redis (a master) fails is dropped and counted."""
         assert self.client is not None
         while self._queue:
             count = min(len(self._queue), self.batch)
             batch = [self._queue.popleft() for _ in range(count)]
             metrics.TEE_QUEUE_DEPTH.set(len(self._queue))
-            try:
-                await self._write(batch)
-            except UNAVAILABLE as exc:
-                self._drop("redis_unavailable", len(batch))
-                log.warning(
-                    "tee_write_failed frames=%d error=%r; frames dropped, live traffic unaffected",
-                    len(batch),
-                    exc,
-                )
-                # Drop what piled up meanwhile too, rather than replaying a backlog into a struggling Redis.
-                if self._queue:
-                    self._drop("redis_unavailable", len(self._queue))
-                    self._queue.clear()
-                await asyncio.sleep(0.5)
-                return
-            self.written += len(batch)
-            metrics.TEE_FRAMES.inc(len(batch))
+            written = await self._write(batch)
+            self.written += written
+            metrics.TEE_FRAMES.inc(written)
         metrics.TEE_QUEUE_DEPTH.set(0)
 
-    async def _write(self, batch: list[tuple[str, bytes]]) -> None:
+    async def _write(self, batch: list[tuple[str, bytes]]) -> int:
+        """Write the batch, a part per Redis Cluster master (one on a plain Redis), the parts at once; how many
+        frames were written. A part whose master failed within DOWN_SECONDS is dropped without being tried."""
         assert self.client is not None
         maxlen = b"%d" % self.stream_maxlen
-        commands = [(b"XADD", key.encode(), b"MAXLEN", b"~", maxlen, b"*", b"e", packed) for key, packed in batch]
-        await redis_batch.execute(self.client, commands, WRITE_TIMEOUT)
+        commands: list[redis_batch.Command] = [
+            (b"XADD", key.encode(), b"MAXLEN", b"~", maxlen, b"*", b"e", packed) for key, packed in batch
+        ]
+        parts = {"": commands}
+        if self._masters is not None:
+            parts = {}
+            for (key, _), command in zip(batch, commands, strict=True):
+                parts.setdefault(self._masters.name_for(_slot(key)) or "", []).append(command)
+        now = time.monotonic()
+        for master in [master for master in parts if now < self._down.get(master, 0.0)]:
+            self._drop("redis_unavailable", len(parts.pop(master)))
+        results = await asyncio.gather(
+            *(redis_batch.execute(self.client, commands, WRITE_TIMEOUT) for commands in parts.values()),
+            return_exceptions=True,
+        )
+        written = 0
+        for (master, commands), result in zip(parts.items(), results, strict=True):
+            if not isinstance(result, BaseException):
+                written += len(commands)
+                continue
+            if not isinstance(result, UNAVAILABLE):
+                raise result
+            self._down[master] = time.monotonic() + DOWN_SECONDS
+            self._drop("redis_unavailable", len(commands))
+            log.warning(
+                "tee_write_failed frames=%d%s error=%r; frames dropped for %g s, live traffic unaffected",
+                len(commands), f" master={master}" if master else "", result, DOWN_SECONDS,
+            )  # fmt: skip
+        return written
 
     async def _flush_forever(self) -> None:
         while not self._stopping:
