@@ -15,6 +15,7 @@ import logging
 import time
 import zlib
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 import msgpack
@@ -56,6 +57,15 @@ def envelope(
             "frame": frame,
         }
     )
+
+
+async def _failure(write: Awaitable[object]) -> BaseException | None:
+    """What made Redis fail the write (None: written)."""
+    try:
+        await write
+    except UNAVAILABLE as exc:
+        return exc
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -164,22 +174,18 @@ class Tee:
         now = time.monotonic()
         for master in [master for master in parts if now < self._down.get(master, 0.0)]:
             self._drop("redis_unavailable", len(parts.pop(master)))
-        results = await asyncio.gather(
-            *(redis_batch.execute(self.client, commands, WRITE_TIMEOUT) for commands in parts.values()),
-            return_exceptions=True,
-        )
+        writes = [_failure(redis_batch.execute(self.client, commands, WRITE_TIMEOUT)) for commands in parts.values()]
+        failures = [await writes[0]] if len(writes) == 1 else await asyncio.gather(*writes)
         written = 0
-        for (master, commands), result in zip(parts.items(), results, strict=True):
-            if not isinstance(result, BaseException):
+        for (master, commands), failure in zip(parts.items(), failures, strict=True):
+            if failure is None:
                 written += len(commands)
                 continue
-            if not isinstance(result, UNAVAILABLE):
-                raise result
             self._down[master] = time.monotonic() + DOWN_SECONDS
             self._drop("redis_unavailable", len(commands))
             log.warning(
                 "tee_write_failed frames=%d%s error=%r; frames dropped for %g s, live traffic unaffected",
-                len(commands), f" master={master}" if master else "", result, DOWN_SECONDS,
+                len(commands), f" master={master}" if master else "", failure, DOWN_SECONDS,
             )  # fmt: skip
         return written
 
