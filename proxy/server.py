@@ -61,6 +61,7 @@ STATION_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
 STOP_TIMEOUT = 5.0
 CONTROL_TIMEOUT = 1.0  # control-plane bookkeeping in Redis (never on the live path)
 COUNTS_EVERY = 0.1  # seconds: the open-transaction counts of all stations go to Redis together
+COUNTS_RETRY = 1.0  # seconds: counts Redis failed are written again after this
 # The close reason of a session whose station a newer connection claimed through another proxy instance.
 SUPERSEDED_REASON = "replaced by a newer connection of this station"
 DRAIN_POLL_SECONDS = 0.05  # how often a session whose charger left looks whether the legacy answered
@@ -171,7 +172,7 @@ class Proxy:
         self._counts_changed: dict[str, tuple[Session, bool]] = {}
         self._counts_writer: asyncio.Task[None] | None = None
         self._counts_urgent = False
-        store.written_again = self._counts_written_again
+        store.writes_lost = self._counts_lost
 
     def upstream_context(self, station_id: str, native: bool = False) -> ssl.SSLContext:
         """The TLS context toward the legacy for a station (its own client certificate if it has one), or
@@ -312,10 +313,10 @@ class Proxy:
         self._counts_urgent = self._counts_urgent or not written  # a Redis Cluster: at once, the ordinary way
         self._write_counts_soon()
 
-    def _counts_written_again(self) -> None:
-        """Redis lost what this process wrote (came back empty, or a Redis Cluster master failed over): every
-        session's open-transaction count is written again with the states, so no switch takes a station that is
-        charging for an idle one."""
+    def _counts_lost(self) -> None:
+        """Redis may have lost counts this process wrote (it came back empty, a Redis Cluster master failed over,
+        or the connection they went on failed): every session's open-transaction count is written again, so no
+        switch takes a station that is charging for an idle one."""
         for station_id, session in self.sessions.items():
             self._counts_changed[station_id] = (session, False)
         self._counts_urgent = True
@@ -331,9 +332,15 @@ class Proxy:
                 await asyncio.sleep(COUNTS_EVERY)
             self._counts_urgent = False
             changed, self._counts_changed = self._counts_changed, {}
-            await self._write_counts_of(changed)
+            if not await self._write_counts_of(changed):
+                for station_id, entry in changed.items():  # again, unless changed meanwhile or the session ended
+                    if self.sessions.get(station_id) is entry[0]:
+                        self._counts_changed.setdefault(station_id, entry)
+                await asyncio.sleep(COUNTS_RETRY)
 
-    async def _write_counts_of(self, changed: dict[str, tuple[Session, bool]]) -> None:
+    async def _write_counts_of(self, changed: dict[str, tuple[Session, bool]]) -> bool:
+        """Write the counts not written yet, and apply the pending switches of the stations now idle; False when
+        Redis failed (all to be done again)."""
         client = self.store.client
         assert client is not None
         commands: list[redis_batch.Command] = []
@@ -352,7 +359,9 @@ class Proxy:
                 if replies[index] and await routing.on_idle(client, station_id) is not None:
                     await self._apply_mode(station_id)
         except UNAVAILABLE as exc:
-            log.warning("transactions_count_failed stations=%d error=%r", len(changed), exc)
+            log.warning("transactions_count_failed stations=%d error=%r; retrying", len(changed), exc)
+            return False
+        return True
 
     async def stop(self) -> None:
         self._stopping.set()

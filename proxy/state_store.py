@@ -170,9 +170,10 @@ class StateStore:
         # On a Redis Cluster, the same on a connection to each master: a station's writes go to its own.
         self._masters = redis_batch.Masters.of(client) if isinstance(client, RedisCluster) else None
         self._by_master: dict[str, redis_batch.Pipelined] = {}
-        # Called once this process's states were written again (Redis lost them): what else the process keeps in
-        # Redis for its stations is written again too (the proxy's open-transaction counts).
-        self.written_again: Callable[[], None] | None = None
+        # Called when Redis may have lost writes of this process other than its station states (with its data, in
+        # a failover, or on a connection that failed: `write_now`'s), once the states are written again when
+        # those were lost too: the proxy writes its stations' open-transaction counts again.
+        self.writes_lost: Callable[[], None] | None = None
 
     def _pipelined_to(self, slot: int) -> redis_batch.Pipelined | None:
         """On a Redis Cluster, the pipelined connection a write of this slot goes on (None: the ordinary way,
@@ -293,8 +294,8 @@ class StateStore:
                 lost = [(b"DEL", key.encode()) for key in self._sentinels]
                 await redis_batch.execute(self.client, lost, SAVE_TIMEOUT)
             return
-        if self.written_again is not None:
-            _call(self.written_again)
+        if self.writes_lost is not None:
+            _call(self.writes_lost)
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -493,6 +494,8 @@ class StateStore:
             if state is not None:
                 self._defer(state)
             _call(then)
+        if self.writes_lost is not None and any(isinstance(token, _Control) for token in tokens):
+            _call(self.writes_lost)  # the proxy writes them again, the ordinary way, until Redis takes them
 
     def _master_waits(self, slot: int, now: float) -> bool:
         """On a Redis Cluster: the slot's master failed a write within RETRY_AFTER (its writes are deferred)."""

@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from peers.charger201 import Charger201
+from peers.faultproxy import FaultProxy
 from peers.ledger import charger_transactions, check
 from peers.legacy_csms import LegacyCsms, LegacyFaults, wait_for
 from proxy.app import RunningProxy, start_proxy
@@ -291,6 +292,38 @@ async def test_station_states_are_written_again_when_redis_comes_back_empty(
     finally:
         await charger.close()
         await running.stop()
+
+
+async def test_an_open_transaction_count_redis_missed_is_written_once_it_is_back(legacy: LegacyCsms) -> None:
+    """A station's open-transaction count that Redis did not take (unreachable as the transaction started) is
+    written again until it does: left out, a switch would take the charging station for an idle one and move it
+    mid-transaction."""
+    own_redis = EmbeddedRedis().start()
+    gate = await FaultProxy(own_redis.port).start()
+    running = await start_proxy(settings_for(legacy), f"redis://127.0.0.1:{gate.port}/0", None)
+    charger = Charger201("COUNT01", proxy_url(running))
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, 1, "Occupied")
+        gate.reset()  # Redis unreachable: every connection to it reset
+        await charger.start_transaction(1, "TAG0001")  # charging goes on
+        await wait_for(lambda: bool(legacy.transactions), timeout=10)
+        await asyncio.sleep(0.5)  # the count's writes fail meanwhile
+        assert await client.hget(station_key("COUNT01"), "active_transactions") in (None, b"0")
+        gate.heal()
+        for _ in range(100):
+            if await client.hget(station_key("COUNT01"), "active_transactions") == b"1":
+                break
+            await asyncio.sleep(0.05)
+        assert await client.hget(station_key("COUNT01"), "active_transactions") == b"1"
+    finally:
+        await client.aclose()
+        await charger.close()
+        await running.stop()
+        await gate.stop()
+        own_redis.stop()
 
 
 async def test_a_station_the_proxy_knows_nothing_of_waits_while_redis_is_away(legacy: LegacyCsms) -> None:

@@ -416,8 +416,8 @@ async def test_on_a_redis_cluster_a_master_failed_over_before_its_replica_got_it
     cluster = await asyncio.to_thread(LocalRedisCluster(masters=3, replicas=1).start)
     client = connect(cluster.url, fail_fast=True)
     store = StateStore(client)
-    written_again: list[str] = []
-    store.written_again = lambda: written_again.append("counts")
+    writes_lost: list[str] = []
+    store.writes_lost = lambda: writes_lost.append("counts")
     station_id = "FAILOVER1"
     master = cluster.owner(state_store._state_slot(station_id))
     replica_port = cluster.replica_ports[master][0]
@@ -442,7 +442,7 @@ async def test_on_a_redis_cluster_a_master_failed_over_before_its_replica_got_it
         await until(holds(client, station(station_id, 2)))
         assert await replica.get(state_key(station_id)) == station(station_id, 2).dumps()
         assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + 1
-        await until(lambda: written_again == ["counts"])
+        await until(lambda: writes_lost == ["counts"])
         assert f"127.0.0.1:{master}" not in store._by_master
         # The newer claim's epoch is back: the older session's write is refused, the newer state stands.
         assert await store.save(station(station_id, 3), old_epoch) is False
