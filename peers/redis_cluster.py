@@ -171,15 +171,17 @@ class LocalRedisCluster:
     def _serves(self, port: int, tag: int) -> bool:
         return self.owner(key_slot(f"cutover:filler:{{{tag}}}".encode())) == port
 
-    def take_over(self, replica_port: int) -> None:
-        """The replica on `replica_port` becomes the master of its master's slots at once, without its master's
-        agreement (`CLUSTER FAILOVER TAKEOVER`, as an operator does when the master is gone for good), with
-        what it had received of the master's writes."""
+    def take_over(self, replica_port: int, *, forced: bool = True) -> None:
+        """The replica on `replica_port` becomes the master of its master's slots, with what it had received of
+        the master's writes: `forced`, at once and without its master's agreement (`CLUSTER FAILOVER TAKEOVER`, as
+        an operator does when the master is gone for good); otherwise by the cluster's own election, once the
+        other masters have seen its master fail (the node timeout, 2 s here, and a second or two more)."""
         self.resume(replica_port)
         node = redis.Redis(host="127.0.0.1", port=replica_port, socket_timeout=5)
         try:
-            node.execute_command("CLUSTER FAILOVER", "TAKEOVER")
-            deadline = time.monotonic() + 15
+            if forced:
+                node.execute_command("CLUSTER FAILOVER", "TAKEOVER")
+            deadline = time.monotonic() + 30
             while node.info("replication")["role"] != "master":
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the replica on {replica_port} did not take over")
