@@ -68,7 +68,8 @@ AUTH_FAILURES = Counter(
 )
 STATE_RESTORES = Counter(
     "cutover_state_restores_total",
-    "Times Redis came back without its data and this proxy wrote its station states again",
+    "Times Redis lost this proxy's writes (came back without its data, or a Redis Cluster master failed over) and it "
+    "wrote its station states again",
 )
 UNCERTAIN_CALLS = Counter(
     "cutover_uncertain_calls_total",
