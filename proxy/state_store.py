@@ -56,6 +56,7 @@ SENTINEL_SEARCH = 1 << 16  # tags tried to find a key in a master's slots (a mas
 # State writes left without a reply this long: the connection is dropped, the states deferred, the frames sent.
 REPLY_TIMEOUT = SAVE_TIMEOUT
 SENTINEL_EVERY = 0.1  # seconds between sentinel checks on the pipelined connection, under load
+LOG_EVERY = 1.0  # seconds: failed state writes are logged together
 EPOCH_FIELD = b"epoch"  # in the station's hash (`routing.station_key`), the same Redis Cluster slot as its state
 # KEYS: the station's hash. A new epoch above the last one: Redis's clock in microseconds, so that a Redis that
 # lost its data (the last epoch with it) still gives a newer claim a higher epoch than older sessions hold.
@@ -148,6 +149,7 @@ class StateStore:
         self._down_until = 0.0  # a plain Redis failed a write: its writes are deferred until then
         # On a Redis Cluster, per master: one master failing defers its own stations' writes, not the others'.
         self._masters_down: dict[str, float] = {}
+        self._logged_at, self._not_logged = -LOG_EVERY, 0  # failed writes not in a warning yet
         self._task: asyncio.Task[None] | None = None
         # The next write: station → (the latest state packed, its epoch, the saves waiting: True once written,
         # False when a later claim refused it).
@@ -185,8 +187,9 @@ class StateStore:
         name, client = found
         pipelined = self._by_master.get(name)
         if pipelined is None:
+            replied = functools.partial(self._acknowledged, master=name)
             failed = functools.partial(self._not_written, master=name)
-            pipelined = redis_batch.Pipelined(client, self._acknowledged, failed, REPLY_TIMEOUT)
+            pipelined = redis_batch.Pipelined(client, replied, failed, REPLY_TIMEOUT)
             self._by_master[name] = pipelined
         return pipelined
 
@@ -438,11 +441,11 @@ class StateStore:
             return False
         return pipelined.send(redis_batch.pack(*command), _Control(command))
 
-    def _acknowledged(self, token: object, reply: Any) -> None:
+    def _acknowledged(self, token: object, reply: Any, master: str | None = None) -> None:
         if self._masters is not None and redis_batch.is_redirection(reply):
             self._redirected(token)
-        elif isinstance(reply, Exception):
-            self._not_written([token], reply)
+        elif isinstance(reply, Exception):  # refused (out of memory; a cluster down until a replica is elected)
+            self._not_written([token], reply, master)
         elif token is None:
             self._sentinel_checked(self._sentinel, created=reply is not None)
         elif isinstance(token, tuple):
@@ -487,7 +490,7 @@ class StateStore:
 
     def _not_written(self, tokens: list[object], error: BaseException, master: str | None = None) -> None:
         writes = [token for token in tokens if isinstance(token, tuple)]
-        log.warning("state_save_failed stations=%d error=%r; kept in memory, retrying", len(writes), error)
+        self._warn_not_written(len(writes), error)
         self._failed(master)
         for station_id, then, _ in writes:
             state = self._local.get(station_id)
@@ -496,6 +499,15 @@ class StateStore:
             _call(then)
         if self.writes_lost is not None and any(isinstance(token, _Control) for token in tokens):
             _call(self.writes_lost)  # the proxy writes them again, the ordinary way, until Redis takes them
+
+    def _warn_not_written(self, writes: int, error: BaseException) -> None:
+        """A warning a second at most (`writes`: the failed writes since the last one): a Redis that fails under
+        load fails every write, one reply each."""
+        self._not_logged += writes
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            log.warning("state_save_failed writes=%d error=%r; kept in memory, retrying", self._not_logged, error)
+            self._logged_at, self._not_logged = now, 0
 
     def _master_waits(self, slot: int, now: float) -> bool:
         """On a Redis Cluster: the slot's master failed a write within RETRY_AFTER (its writes are deferred)."""
@@ -532,9 +544,7 @@ class StateStore:
         try:
             written = await self._write(state.station_id, epoch, state.dumps())
         except UNAVAILABLE as exc:
-            log.warning(
-                "state_save_failed station_id=%s error=%r; kept in memory, retrying", state.station_id, exc
-            )
+            self._warn_not_written(1, exc)
             self._failed(self._master_of(state.station_id))
             self._defer(state)
             return True

@@ -366,6 +366,47 @@ async def test_on_a_redis_cluster_a_stalled_master_s_writes_are_deferred_and_lan
         await client.aclose()
 
 
+async def test_on_a_redis_cluster_a_master_that_refuses_writes_is_waited_out_alone_and_logged_once(
+    cluster: LocalRedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A master that refuses writes (out of memory here; every master answers CLUSTERDOWN while a replica of a
+    failed one is elected) has its stations' writes deferred without being sent for RETRY_AFTER, as a plain Redis
+    that refuses; the other masters' stations go on; the refusals are one warning, not one per write."""
+    client = connect(cluster.url, fail_fast=True)
+    store = StateStore(client)
+    port = cluster.owner(state_store._state_slot("REFUSE0"))
+    names = (f"REFUSE{n}" for n in range(1, 2000))
+    same = ["REFUSE0", *[name for name in names if cluster.owner(state_store._state_slot(name)) == port][:4]]
+    other = next(f"ACCEPT{n}" for n in range(1000) if cluster.owner(state_store._state_slot(f"ACCEPT{n}")) != port)
+    node = redis.Redis(port=port)
+    try:
+        await client.ping()
+        for station_id in (*same, other):
+            assert await persist_until_pipelined(store, station(station_id, 1)) < 10
+        await node.config_set("maxmemory-policy", "noeviction")
+        await node.config_set("maxmemory", 1)  # every SET now answers "-OOM command not allowed ..."
+        try:
+            with caplog.at_level("WARNING", logger="cutover.state"):
+                refused = [persist(store, station(station_id, 2)) for station_id in same]
+                for released, held in refused:
+                    assert held
+                    assert (await released.wait()).deferred is True
+                released, held = persist(store, station(same[0], 3))
+                assert not held and released.deferred is True  # deferred at once: the master is waited out
+                released, held = persist(store, station(other, 2))
+                assert held and (await released.wait()).deferred is False
+            assert len([r for r in caplog.records if "state_save_failed" in r.getMessage()]) == 1
+        finally:
+            await node.config_set("maxmemory", 0)
+        await until(holds(client, station(same[0], 3)))
+        for station_id in same[1:]:
+            await until(holds(client, station(station_id, 2)))
+    finally:
+        await store.close()
+        await client.aclose()
+        await node.aclose()
+
+
 async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_states_back(
     cluster: LocalRedisCluster,
 ) -> None:
