@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import redis.asyncio as redis
 
 from proxy import config, redis_batch, redis_client
 
@@ -84,7 +83,7 @@ async def run_shadow(values: dict[str, Any]) -> int:
                 members: Any = await client.smembers(values["tokens_redis_set"])
                 tokens.clear()
                 tokens.update(member.decode() for member in members)
-            except redis.RedisError as exc:
+            except redis_client.UNAVAILABLE as exc:
                 log.warning("shadow_tokens_refresh_failed key=%s error=%r", values["tokens_redis_set"], exc)
             await asyncio.sleep(10)
 

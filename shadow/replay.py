@@ -28,6 +28,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from proxy import config
+from proxy.redis_client import UNAVAILABLE
 from proxy.server import ProxySettings
 from proxy.state_store import device_model_key
 from shadow.divergence import Answer
@@ -225,7 +226,7 @@ def redis_device_models(client: redis.Redis, timeout: float = 0.5) -> DeviceMode
     async def load(station_id: str) -> DeviceModel | None:
         try:
             raw: Any = await asyncio.wait_for(client.get(device_model_key(station_id)), timeout)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("replay_device_model_unavailable station_id=%s error=%r", station_id, exc)
             return None
         if raw is None:

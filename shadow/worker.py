@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from proxy import redis_batch, rollback, routing
-from proxy.redis_client import is_cluster_client
+from proxy.redis_client import UNAVAILABLE, is_cluster_client
 from proxy.tee import STREAM_PREFIX, unpack
 from shadow import metrics, records
 from shadow.lint import Violation
@@ -91,21 +91,26 @@ class ShadowWorker:
         return f"{STREAM_PREFIX}{{{shard}}}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.ensure_groups()
-        log.info("shadow_worker_started name=%s shards=%d", self.name, self.shards)
+        """Consume until `stop`; a Redis that is unreachable (at start too) or fails is waited for, never fatal."""
+        started = False
         try:
             while not stop.is_set():
                 try:
+                    if not started:
+                        await self.ensure_groups()
+                        log.info("shadow_worker_started name=%s shards=%d", self.name, self.shards)
+                        started = True
                     if time.monotonic() - self._last_renew >= RENEW_SECONDS:
                         await self.balance()
                     await self.read_once()
-                except (redis.RedisError, OSError) as exc:
+                except UNAVAILABLE as exc:
                     # Unacknowledged entries stay pending; whoever owns the shard next processes them.
                     log.warning("shadow_redis_error name=%s error=%r; retrying in 1 s", self.name, exc)
                     self.owned.clear()
-                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
         finally:
-            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*UNAVAILABLE):
                 await asyncio.wait_for(self.release(), 2.0)
 
     async def ensure_groups(self) -> None:

@@ -16,8 +16,11 @@ import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
 from peers.charger201 import Charger201
+from peers.faultproxy import FaultProxy
 from peers.legacy_csms import LegacyCsms
 from proxy.app import RunningProxy
+from proxy.redis_client import connect
+from proxy.redis_embedded import EmbeddedRedis, free_port
 from proxy.tee import envelope, stream_key
 from shadow import records, worker
 from shadow.processor import ReferenceBackend
@@ -336,3 +339,42 @@ async def test_a_long_batch_keeps_the_leases(redis_url: str, redis_client: redis
         await asyncio.wait_for(task, 10)
         await client.aclose()
     assert await redis_client.zscore(worker.WORKERS, "slow") is None  # released on the way out
+
+
+async def test_a_worker_waits_for_a_redis_it_cannot_reach_at_start(redis_url: str, lease: None) -> None:
+    """Its Redis unreachable when the worker starts (a deployment's pods come up in any order): it waits, then
+    consumes; it does not exit."""
+    own = EmbeddedRedis().start()
+    gate = await FaultProxy(own.port).start()
+    gate.reset()  # every connection reset
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{gate.port}/0")
+    shadow, stop = ShadowWorker(client, lambda: ReferenceBackend(ReferenceCsms(TOKENS)), name="late"), asyncio.Event()
+    task = asyncio.create_task(shadow.run(stop))
+    try:
+        await asyncio.sleep(1.5)
+        assert not task.done()
+        gate.heal()
+        started, _ = crafted_transaction("tx-late", 1, 5100)
+        await add_to_tee(client, "LATE01", started)
+        await asyncio.wait_for(until(lambda: drained(client)), 15)
+        assert shadow.processed == len(started)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+        await gate.stop()
+        own.stop()
+
+
+async def test_a_worker_waits_for_a_redis_cluster_with_no_node_reachable() -> None:
+    """redis-py's cluster client raises RedisClusterException, not a RedisError, when it reaches no node: the
+    worker waits for the cluster as for a plain Redis."""
+    client = connect(f"redis+cluster://127.0.0.1:{free_port()}")
+    shadow = ShadowWorker(client, lambda: ReferenceBackend(ReferenceCsms(TOKENS)), name="nocluster")
+    stop = asyncio.Event()
+    task = asyncio.create_task(shadow.run(stop))
+    await asyncio.sleep(1.5)
+    assert not task.done()  # still waiting: not ended by the exception
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await client.aclose()
