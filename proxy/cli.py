@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from proxy import config, control_cli
+from proxy import config, control_cli, redis_client
 from proxy.config import ConfigError
 from proxy.rollback import RollbackRules, Thresholds
 from proxy.security import TlsFiles, UpstreamSecurity
@@ -262,10 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return lint.command(args.file, args.format, list_rules=args.rules)
     try:
         values = config.resolve(args)
-        if args.command in ("shadow", "divergences"):
+        if args.command == "shadow":
             return shadow_cli.main(args, values)
-        if args.command in ("switch", "status", "audit", "group", "enroll", "rules"):
-            return control_cli.main(args, values)
+        if args.command in ("divergences", "switch", "status", "audit", "group", "enroll", "rules"):
+            return one_shot(args, values)
         if args.command == "proxy" and values["legacy_url"] is None:
             raise ConfigError(
                 "--legacy-url (CUTOVER_LEGACY_URL) is required, e.g. ws://csms:9000/ocpp/{station}"
@@ -293,6 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from peers.demo import run_demo
 
     return run(run_demo(values))
+
+
+def one_shot(args: argparse.Namespace, values: dict[str, Any]) -> int:
+    """A command that reads or writes the proxies' Redis once; 1 with a message when Redis cannot be reached."""
+    try:
+        if args.command == "divergences":
+            return shadow_cli.main(args, values)
+        return control_cli.main(args, values)
+    except redis_client.UNAVAILABLE as exc:
+        print(f"cutover {args.command}: Redis unavailable (--redis-url): {exc}", file=sys.stderr)
+        return 1
 
 
 def run(main_coroutine: Any) -> int:

@@ -111,7 +111,6 @@ def read_password(stream: TextIO) -> str:
 def command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     """`cutover passwords set ID`: read the password from stdin, store only its hash; 2 on a bad argument,
     1 if Redis cannot be written."""
-    import redis
 
     from proxy import config, redis_client
     from proxy.pki import PkiError, check_station_id
@@ -129,14 +128,15 @@ def command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
         print(f"cutover passwords set: {exc}", file=sys.stderr)
         return 2
     key = password_key(args.station_id)
-    client = redis_client.connect_sync(values["redis_url"])
     try:
-        client.set(key, stored)
-    except (redis.RedisError, OSError) as exc:
-        print(f"cutover passwords set: could not write {key} to {values['redis_url']}: {exc}", file=sys.stderr)
+        client = redis_client.connect_sync(values["redis_url"])  # a Redis Cluster's client connects here
+        try:
+            client.set(key, stored)
+        finally:
+            client.close()
+    except redis_client.UNAVAILABLE as exc:
+        print(f"cutover passwords set: could not write {key}: Redis unavailable (--redis-url): {exc}", file=sys.stderr)
         return 1
-    finally:
-        client.close()
     print(f"stored the password hash of {args.station_id} in {key}")
     return 0
 

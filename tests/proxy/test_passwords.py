@@ -153,8 +153,10 @@ def test_cli_requires_a_redis_url() -> None:
     assert "--redis-url (CUTOVER_REDIS_URL) is required" in result.stderr
 
 
-def test_cli_reports_an_unreachable_redis() -> None:
-    result = run_cli(["CP001", "--redis-url", "redis://127.0.0.1:1/0"], stdin=PASSWORD)
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1"])
+def test_cli_reports_an_unreachable_redis(url: str) -> None:
+    result = run_cli(["CP001", "--redis-url", url], stdin=PASSWORD)
     assert result.returncode == 1
-    assert "could not write cutover:password:{CP001} to redis://127.0.0.1:1/0" in result.stderr
+    assert "could not write cutover:password:{CP001}: Redis unavailable (--redis-url)" in result.stderr
+    assert "Traceback" not in result.stderr  # a Redis Cluster's client raises as it connects, not a RedisError
     assert PASSWORD not in result.stderr
