@@ -91,8 +91,9 @@ async def until(predicate: Callable[[], bool], timeout: float, interval: float =
 class ProxyProcess:
     """`cutover proxy` as a child process (`python -m proxy proxy`), its output in a log file."""
 
-    def __init__(self, name: str, legacy_url: str, redis_url: str, log_dir: Path) -> None:
+    def __init__(self, name: str, legacy_url: str, redis_url: str, log_dir: Path, args: Sequence[str] = ()) -> None:
         self.name = name
+        self.args = list(args)  # more `cutover proxy` flags
         self.port = free_port()
         self.legacy_url, self.redis_url = legacy_url, redis_url
         self.log_path = log_dir / f"{name}.log"
@@ -121,7 +122,7 @@ class ProxyProcess:
                  "--legacy-url", self.legacy_url, "--redis-url", self.redis_url,
                  "--call-timeout", str(CALL_TIMEOUT), "--ping-interval", str(PING_INTERVAL),
                  "--security-profile", "0", "--log-level", "WARNING",
-                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}"],
+                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
 
@@ -302,6 +303,7 @@ class Scenario:
     redis_gate: bool = False
     charger_gate: bool = False  # the chargers reach the (first) proxy through a FaultProxy
     cluster: bool = False  # a Redis Cluster of three masters with a replica each, instead of one Redis
+    proxy_args: tuple[str, ...] = ()  # more `cutover proxy` flags
     charger: dict[str, Any] = field(default_factory=dict)
 
 
@@ -533,6 +535,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         redis_gate=True,
     ),
     Scenario(
+        "redis_down_with_proxy_kill_strict",
+        "redis_down_with_proxy_kill, the proxy run with --state-durability strict",
+        redis_down_with_proxy_kill,
+        redis_gate=True,
+        proxy_args=("--state-durability", "strict"),
+    ),
+    Scenario(
         "cluster_failover",
         "Redis Cluster: a master dies with writes its replica never got, the replica is elected",
         cluster_failover,
@@ -640,7 +649,10 @@ async def run_scenario(scenario: Scenario, profile: Profile, seed: int, log_root
         redis_url = f"redis://127.0.0.1:{redis_gate.port}/0" if redis_gate else redis_server.url if redis_server else ""
         redis_url = cluster.url if cluster is not None else redis_url
         legacy_url = f"ws://127.0.0.1:{legacy_gate.port}/ocpp" if legacy_gate else legacy.url
-        proxies = [ProxyProcess(f"proxy{n}", legacy_url, redis_url, log_dir) for n in range(scenario.proxies)]
+        proxies = [
+            ProxyProcess(f"proxy{n}", legacy_url, redis_url, log_dir, scenario.proxy_args)
+            for n in range(scenario.proxies)
+        ]
         stack = Stack(scenario.name, profile, rng, log_dir, redis_server, legacy, proxies, legacy_gate, redis_gate)
         stack.cluster = cluster
         for proxy in proxies:

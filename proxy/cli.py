@@ -47,6 +47,11 @@ def add_proxy_flags(
     config.add(parser, "--ping-interval", config.positive_float, 20.0, "WebSocket ping interval, seconds")
     config.add(parser, "--max-frame-bytes", config.positive_int, 256 * 1024, "largest accepted frame")
     config.add(
+        parser, "--state-durability", config.choice("available", "strict"), "available",
+        "while Redis cannot take a station's state: available (frames go on, the state is written once Redis is "
+        "back) or strict (the charger is closed with 1013 and queues until Redis is back)",
+    )  # fmt: skip
+    config.add(
         parser,
         "--long-id-token",
         config.choice("reject", "alias"),
@@ -173,6 +178,7 @@ def proxy_settings(values: dict[str, Any], legacy_url: str) -> ProxySettings:
         ping_interval=values["ping_interval"],
         ping_timeout=values["ping_interval"],
         max_frame_bytes=values["max_frame_bytes"],
+        state_durability=values["state_durability"],
         translation=TranslationConfig(
             call_timeout=values["call_timeout"], long_id_token=values["long_id_token"]
         ),

@@ -64,6 +64,7 @@ COUNTS_EVERY = 0.1  # seconds: the open-transaction counts of all stations go to
 COUNTS_RETRY = 1.0  # seconds: counts Redis failed are written again after this
 # The close reason of a session whose station a newer connection claimed through another proxy instance.
 SUPERSEDED_REASON = "replaced by a newer connection of this station"
+STATE_UNAVAILABLE_REASON = "station state cannot be stored now; try again later"
 DRAIN_POLL_SECONDS = 0.05  # how often a session whose charger left looks whether the legacy answered
 MISSED_PONG_EVENT = b'["missed_pong"]'  # the tee envelope (dir "event") of a charger that stopped answering pings
 # What a refused charger is told: the status says enough; the reason goes to the operator's log only.
@@ -106,6 +107,10 @@ class ProxySettings:
     rollback: RollbackRules = field(default_factory=RollbackRules)
     # How often every session's mode is compared with Redis (switches missed on pub/sub still apply).
     reconcile_seconds: float = 5.0
+    # While Redis cannot take a station's state: "available", frames go on (the state is kept in memory and
+    # written once Redis is back); "strict", the frames that needed it are dropped and the charger closed (1013,
+    # try again later), so none leaves on a state only this process holds (the charger queues meanwhile).
+    state_durability: Literal["available", "strict"] = "available"
 
     def legacy_url_for(self, station_id: str) -> str:
         """The legacy URL of a station: `{station}` replaced, or the id appended as the last path segment."""
@@ -173,6 +178,7 @@ class Proxy:
         self._counts_writer: asyncio.Task[None] | None = None
         self._counts_urgent = False
         store.writes_lost = self._counts_lost
+        self.strict = settings.state_durability == "strict"
 
     def upstream_context(self, station_id: str, native: bool = False) -> ssl.SSLContext:
         """The TLS context toward the legacy for a station (its own client certificate if it has one), or
@@ -511,6 +517,8 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self.epoch = 0  # of this session's claim on the station (0: none made): its state writes carry it
         self.superseded = False  # a newer connection of the station claimed it: this session ends, sending nothing
+        self.unstored = False  # strict durability: Redis could not take its state, the charger is being closed
+        self.legacy_dropped = False  # ... and frames to the legacy were dropped with it
 
     async def run(self) -> None:
         settings = self.proxy.settings
@@ -639,6 +647,8 @@ class Session:
         engine = self.engine
         if not isinstance(engine, Bridge) or self.superseded:  # a newer session records what comes now
             return
+        if self.legacy_dropped:  # what the engine awaits never left: the retransmission will send it
+            return
         loop = asyncio.get_running_loop()
         until = loop.time() + self.proxy.settings.translation.call_timeout + 1.0
         while engine.awaiting(LEGACY) and not legacy_closed.done() and loop.time() < until:
@@ -700,8 +710,9 @@ class Session:
         entry: list[Any] = [outcome, False]
         held.append(entry)
         self.proxy.store.persist(
-            self.engine.state, functools.partial(self._persisted, entry), epoch=self.epoch, superseded=self._superseded
-        )
+            self.engine.state, functools.partial(self._persisted, entry), epoch=self.epoch,
+            superseded=self._superseded, unavailable=self._unavailable if self.proxy.strict else None,
+        )  # fmt: skip
 
     def _persisted(self, entry: list[Any]) -> None:
         """Redis acknowledged the state an outcome waited for (or the write was deferred): send what may go."""
@@ -721,16 +732,39 @@ class Session:
         self.superseded = True
         log.warning(
             "session_superseded station_id=%s connection_id=%s frames_dropped=%d; a newer connection of the"
-            " station claimed it, closing this one", self.station_id, self.connection_id,
-            sum(len(o.to_charger) + len(o.to_legacy) for o, _ in self._held),
+            " station claimed it, closing this one", self.station_id, self.connection_id, self._drop_held(),
         )  # fmt: skip
-        self._held.clear()
-        if self._all_sent is not None and not self._all_sent.done():
-            self._all_sent.set_result(None)
         self.charger.detach()
         if self.legacy is not None:
             self.legacy.detach()
         self._in_background(self.close_charger(1001, SUPERSEDED_REASON))
+
+    def _unavailable(self) -> None:
+        """`--state-durability strict`: Redis could not take this session's state (it is kept, and retried in the
+        background). What waited for it is not sent, and the charger is closed to queue what it has and come back
+        (with `available`, the default, what waited goes on: `_persisted`). The legacy leg stays until its last
+        answer is read, so that it is recorded (`_finish_with_legacy`), unless what was dropped included frames to
+        it."""
+        if any(outcome.to_legacy for outcome, _ in self._held):
+            self.legacy_dropped = True  # the engine awaits answers to frames that never left: no use waiting
+        dropped = self._drop_held()
+        if self.unstored:
+            return
+        self.unstored = True
+        log.warning(
+            "session_state_unavailable station_id=%s connection_id=%s frames_dropped=%d; Redis cannot store its"
+            " state (--state-durability strict), closing the charger", self.station_id, self.connection_id, dropped,
+        )  # fmt: skip
+        self.charger.detach()
+        self._in_background(self.close_charger(1013, STATE_UNAVAILABLE_REASON))
+
+    def _drop_held(self) -> int:
+        """Drop the outcomes waiting for their state (none of them may go); how many frames they held."""
+        frames = sum(len(outcome.to_charger) + len(outcome.to_legacy) for outcome, _ in self._held)
+        self._held.clear()
+        if self._all_sent is not None and not self._all_sent.done():
+            self._all_sent.set_result(None)
+        return frames
 
     def _send(self, outcome: Outcome) -> None:
         for leg, frames in ((CHARGER, outcome.to_charger), (LEGACY, outcome.to_legacy)):

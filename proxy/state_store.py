@@ -100,6 +100,11 @@ def pack_fenced_set(station_id: str, epoch: int, packed: bytes) -> bytes:
     return _packed_fenced_head(station_id) + redis_batch.pack_arguments(b"%d" % epoch, packed)
 
 
+# A state write's token on a pipelined connection: the station, and whom to call when the write is acknowledged,
+# refused by a later claim, or deferred (`persist()`).
+_Callbacks = tuple[str, Callable[[], None], Callable[[], None], Callable[[], None]]
+
+
 @dataclass(frozen=True)
 class _Control:
     """The token of a control-plane write on a pipelined connection (`write_now`)."""
@@ -386,11 +391,13 @@ class StateStore:
         *,
         epoch: int = 0,
         superseded: Callable[[], None] | None = None,
+        unavailable: Callable[[], None] | None = None,
     ) -> None:
         """Write the state to Redis, then call `then` (the caller's frames that depend on it go out then):
         once Redis acknowledged it, or once it was deferred because Redis is unavailable or did not answer
-        within REPLY_TIMEOUT (charging goes on; the state is retried in the background). When a later claim
-        than `epoch` refused the write, call `superseded` instead (`then` when none is given). Never raises."""
+        within REPLY_TIMEOUT (charging goes on; the state is retried in the background) — or, on a deferral,
+        `unavailable` if given (the state is retried all the same). When a later claim than `epoch` refused the
+        write, call `superseded` instead (`then` when none is given). Never raises."""
         self._local[state.station_id] = state
         self._epochs[state.station_id] = epoch
         if self.client is None:
@@ -400,7 +407,7 @@ class StateStore:
         slot = _state_slot(state.station_id) if self._masters is not None else 0
         if now < self._down_until or (self._masters is not None and self._master_waits(slot, now)):
             self._defer(state)
-            then()
+            _call(unavailable or then)
             return
         pipelined = self._pipelined
         if self._masters is not None:
@@ -409,21 +416,22 @@ class StateStore:
             # Under load a Redis that lost its data is seen within a tenth of a second (a cluster's masters: by
             # the watcher, four times a second).
             self._next_sentinel = now + SENTINEL_EVERY
-        if pipelined is not None:
-            command = pack_fenced_set(state.station_id, epoch, state.dumps())
-            if pipelined.send(command, (state.station_id, then, superseded or then)):
-                return
+        callbacks = (state.station_id, then, superseded or then, unavailable or then)
+        if pipelined is not None and pipelined.send(pack_fenced_set(state.station_id, epoch, state.dumps()), callbacks):
+            return
         # The pipelined connection still being made (or a cluster's slot map not read yet): an ordinary write.
-        self._in_background(self._save_then(state, epoch, then, superseded or then))
+        self._in_background(self._save_then(state, epoch, callbacks))
 
-    async def _save_then(
-        self, state: StationState, epoch: int, then: Callable[[], None], superseded: Callable[[], None]
-    ) -> None:
-        written = True
+    async def _save_then(self, state: StationState, epoch: int, callbacks: _Callbacks) -> None:
+        """`save()`, then the callback its outcome calls for: written, refused by a later claim, or deferred."""
+        _, then, superseded, unavailable = callbacks
+        outcome = then
         try:
             written = await self.save(state, epoch)
+            deferred = self._deferred.get(state.station_id) is state
+            outcome = superseded if not written else unavailable if deferred else then
         finally:
-            _call(then if written else superseded)
+            _call(outcome)
 
     def write_now(self, *command: bytes) -> bool:
         """Hand a control-plane write to Redis on the state connection, ahead of the state writes that follow
@@ -449,7 +457,7 @@ class StateStore:
         elif token is None:
             self._sentinel_checked(self._sentinel, created=reply is not None)
         elif isinstance(token, tuple):
-            station_id, then, superseded = token
+            station_id, then, superseded, _ = token
             self._deferred.pop(station_id, None)
             if reply == 0:
                 self._refused(station_id)
@@ -463,12 +471,11 @@ class StateStore:
         assert self._masters is not None
         self._masters.refresh()
         if isinstance(token, tuple):
-            station_id, then, superseded = token
-            state = self._local.get(station_id)
+            state = self._local.get(token[0])
             if state is None:  # superseded meanwhile: nothing of this process's to write
-                _call(superseded)
+                _call(token[2])
                 return
-            again = self._save_then(state, self._epochs.get(station_id, 0), then, superseded)
+            again = self._save_then(state, self._epochs.get(token[0], 0), token)
         elif isinstance(token, _Control):
             again = self._control_again(token.command)
         else:
@@ -492,11 +499,11 @@ class StateStore:
         writes = [token for token in tokens if isinstance(token, tuple)]
         self._warn_not_written(len(writes), error)
         self._failed(master)
-        for station_id, then, _ in writes:
+        for station_id, _, _, unavailable in writes:
             state = self._local.get(station_id)
             if state is not None:
                 self._defer(state)
-            _call(then)
+            _call(unavailable)
         if self.writes_lost is not None and any(isinstance(token, _Control) for token in tokens):
             _call(self.writes_lost)  # the proxy writes them again, the ordinary way, until Redis takes them
 

@@ -326,6 +326,44 @@ async def test_an_open_transaction_count_redis_missed_is_written_once_it_is_back
         own_redis.stop()
 
 
+async def test_strict_durability_closes_the_charger_rather_than_forward_on_a_state_redis_lacks(
+    legacy: LegacyCsms, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--state-durability strict`: Redis unreachable, a TransactionEvent whose state Redis cannot take is not
+    forwarded; the charger is closed (1013) and keeps it queued; once Redis is back it is delivered, billed once.
+    (The default, `available`, forwards it and writes the state once Redis is back.)"""
+    own_redis = EmbeddedRedis().start()
+    gate = await FaultProxy(own_redis.port).start()
+    settings = settings_for(legacy)
+    settings.state_durability = "strict"
+    running = await start_proxy(settings, f"redis://127.0.0.1:{gate.port}/0", None)
+    charger = Charger201(
+        "STRICT01", proxy_url(running), auto_reconnect=True, reconnect_delay=0.2, reconnect_max_delay=0.5
+    )
+    try:
+        await charger.connect()
+        await charger.boot()
+        await charger.status(1, 1, "Available")
+        gate.reset()  # Redis unreachable
+        with caplog.at_level("WARNING", logger="cutover.proxy"):
+            tx_id = await charger.start_transaction(1, "TAG0001")
+            await asyncio.sleep(1.5)
+        assert legacy.transactions == {}  # nothing went to the legacy on a state only the proxy held
+        assert tx_id in charger.queued_transaction_ids()  # the charger keeps it
+        assert any("session_state_unavailable station_id=STRICT01" in r.getMessage() for r in caplog.records)
+        gate.heal()
+        await wait_for(lambda: charger.queued == 0 and bool(legacy.transactions), timeout=20)
+        await charger.stop_transaction(1, "Local", "StopAuthorized", "TAG0001")
+        await wait_for(lambda: all(tx.ended for tx in legacy.transactions.values()), timeout=10)
+        report = check(charger_transactions([charger]), legacy.transactions)
+        assert report.clean and len(legacy.transactions) == 1, report.counts()
+    finally:
+        await charger.close()
+        await running.stop()
+        await gate.stop()
+        own_redis.stop()
+
+
 async def test_a_station_the_proxy_knows_nothing_of_waits_while_redis_is_away(legacy: LegacyCsms) -> None:
     """A fresh proxy that cannot read a station's state or mode does not guess (a fresh state would open its
     running transactions again; `legacy` would split a cut-over station's): the charger is told to retry."""

@@ -204,6 +204,46 @@ async def test_a_stalled_redis_cuts_the_connection_releases_the_caller_and_write
         await client.aclose()
 
 
+async def test_a_caller_that_gives_unavailable_is_told_of_a_deferral_instead_of_released(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`persist(..., unavailable=...)` (`--state-durability strict`): a deferred state calls `unavailable`, never
+    `then`, whether the held connection went silent or Redis was already known to be away; written, `then`."""
+    monkeypatch.setattr(state_store, "REPLY_TIMEOUT", 0.3)
+    client = connect(redis_url, fail_fast=True)
+    store = StateStore(client)
+    admin = redis.Redis.from_url(redis_url)
+
+    def persist_strict(state: StationState) -> tuple[Released, list[str]]:
+        released, told = Released(store, state.station_id), list[str]()
+
+        def unavailable() -> None:
+            told.append(state.station_id)
+            released._called.set()
+
+        store.persist(state, released, unavailable=unavailable)
+        return released, told
+
+    try:
+        await persist_until_pipelined(store, station("STRICT1", 1))
+        released, told = persist_strict(station("STRICT1", 2))
+        await released.wait()
+        assert (released.calls, told) == (1, [])  # written: released
+        await admin.execute_command("CLIENT", "PAUSE", "2000", "WRITE")
+        released, told = persist_strict(station("STRICT1", 3))
+        await released.wait()  # silent past the reply timeout
+        assert (released.calls, told) == (0, ["STRICT1"])
+        released, told = persist_strict(station("STRICT1", 4))  # Redis known to be away: told at once
+        assert (released.calls, told) == (0, ["STRICT1"])
+        assert store._deferred == {"STRICT1": station("STRICT1", 4)}  # kept, and retried all the same
+        await until(holds(redis_client, station("STRICT1", 4)))
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+        await store.close()
+        await client.aclose()
+
+
 async def test_a_redis_killed_and_restarted_gets_the_deferred_states_again() -> None:
     server = EmbeddedRedis().start()
     port = server.port
