@@ -177,9 +177,9 @@ class StateStore:
         # On a Redis Cluster, the same on a connection to each master: a station's writes go to its own.
         self._masters = redis_batch.Masters.of(client) if isinstance(client, RedisCluster) else None
         self._by_master: dict[str, redis_batch.Pipelined] = {}
-        # Called when Redis may have lost writes of this process other than its station states (with its data, in
-        # a failover, or on a connection that failed: `write_now`'s), once the states are written again when
-        # those were lost too: the proxy writes its stations' open-transaction counts again.
+        # Called when Redis may have lost this process's control-plane writes (the proxy's open-transaction counts):
+        # once its station states are written again (Redis came back empty, a cluster master failed over), or when
+        # a connection carrying `write_now` writes failed. The proxy then writes its counts again.
         self.writes_lost: Callable[[], None] | None = None
 
     def _pipelined_to(self, slot: int) -> redis_batch.Pipelined | None:
