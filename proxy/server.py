@@ -531,7 +531,8 @@ class Session:
         state: StationState | None = None
         if not native and self.subprotocol == OCPP201:
             try:
-                self.epoch, state = await self.proxy.store.claim(self.station_id)
+                # Strict durability: never served on a state only this process holds.
+                self.epoch, state = await self.proxy.store.claim(self.station_id, from_memory=not self.proxy.strict)
             except StateUnavailable as exc:
                 await refuse_for_now(self.charger, self.station_id, exc)
                 return

@@ -310,14 +310,19 @@ class StateStore:
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 
-    async def claim(self, station_id: str) -> tuple[int, StationState]:
+    async def claim(self, station_id: str, *, from_memory: bool = True) -> tuple[int, StationState]:
         """Claim the station for a new session and load its state, in one round trip: the epoch the session's
         writes carry (writes of an earlier claim are refused from now on), and the state as `load()` gives it.
-        When Redis cannot be reached: the epoch this process last wrote with (its writes then go through
-        unless another instance claimed meanwhile) and this process's copy, or `StateUnavailable`."""
+        When Redis cannot be reached, or this process holds a state of the station Redis does not have yet
+        (deferred): the epoch this process last wrote with (its writes then go through unless another instance
+        claimed meanwhile) and this process's copy — or `StateUnavailable`, without a copy or `from_memory`."""
         self._watch_for_data_loss()
         epoch = self._epochs.get(station_id, 0)
-        if self.client is None or station_id in self._deferred:
+        if self.client is None:
+            return epoch, self._local.setdefault(station_id, StationState(station_id))
+        if station_id in self._deferred:
+            if not from_memory:
+                raise StateUnavailable(f"{station_id}: its translation state is not in Redis yet")
             return epoch, self._local.setdefault(station_id, StationState(station_id))
         commands = [
             (b"EVAL", CLAIM, b"1", station_key(station_id).encode()),
@@ -327,6 +332,8 @@ class StateStore:
             claimed, raw = await redis_batch.execute(self.client, commands, LOAD_TIMEOUT)
         except UNAVAILABLE as exc:
             log.warning("station_claim_failed station_id=%s error=%r", station_id, exc)
+            if not from_memory:
+                raise StateUnavailable(f"{station_id}: its station could not be claimed: {exc!r}") from exc
             return epoch, self._local_or_fail(station_id, exc)
         self._epochs[station_id] = int(claimed)
         return int(claimed), self._loaded(station_id, raw)
