@@ -45,7 +45,8 @@ HANDSHAKE_REFUSALS = Counter(
 )
 UPSTREAM_FAILURES = Counter(
     "cutover_upstream_failures_total",
-    "Upstream connections that could not be opened or dropped (the CSMS; state_unavailable: Redis, at connect)",
+    "Upstream connections that could not be opened or dropped (the CSMS; state_unavailable: Redis could not give a "
+    "station's state at connect, or take it under --state-durability strict: the charger closed with 1013)",
     ["event"],
 )
 TEE_FRAMES = Counter("cutover_tee_frames_total", "Frames written to the Redis tee streams")

@@ -752,6 +752,7 @@ class Session:
         if self.unstored:
             return
         self.unstored = True
+        metrics.UPSTREAM_FAILURES.labels("state_unavailable").inc()
         log.warning(
             "session_state_unavailable station_id=%s connection_id=%s frames_dropped=%d; Redis cannot store its"
             " state (--state-durability strict), closing the charger", self.station_id, self.connection_id, dropped,

@@ -329,12 +329,17 @@ async def test_an_open_transaction_count_redis_missed_is_written_once_it_is_back
         own_redis.stop()
 
 
+def closed_for_state() -> float:
+    return REGISTRY.get_sample_value("cutover_upstream_failures_total", {"event": "state_unavailable"}) or 0.0
+
+
 async def test_strict_durability_closes_the_charger_rather_than_forward_on_a_state_redis_lacks(
     legacy: LegacyCsms, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`--state-durability strict`: Redis unreachable, a TransactionEvent whose state Redis cannot take is not
     forwarded; the charger is closed (1013) and keeps it queued; once Redis is back it is delivered, billed once.
     (The default, `available`, forwards it and writes the state once Redis is back.)"""
+    closed_before = closed_for_state()
     own_redis = EmbeddedRedis().start()
     gate = await FaultProxy(own_redis.port).start()
     settings = settings_for(legacy)
@@ -357,6 +362,7 @@ async def test_strict_durability_closes_the_charger_rather_than_forward_on_a_sta
         assert len([m for m in messages if m.startswith("session_state_unavailable station_id=STRICT01")]) == 1
         # Its reconnections meanwhile are refused before they are served on the copy only the proxy holds.
         assert any(m.startswith("station_state_unavailable station_id=STRICT01") for m in messages)
+        assert closed_for_state() >= closed_before + 2  # the first close and at least one refusal
         gate.heal()
         await wait_for(lambda: charger.queued == 0 and bool(legacy.transactions), timeout=20)
         await charger.stop_transaction(1, "Local", "StopAuthorized", "TAG0001")
