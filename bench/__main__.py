@@ -32,8 +32,9 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SETTLE_SECONDS = 1.0  # after connecting idle chargers, before reading RSS
 SCENARIOS = ("direct", "bare_relay", "proxy")
-# Also measured: the relay on picows (closed loop), and relay and proxy paced at PACED_FRAMES_PER_S.
-EXTRA_SCENARIOS = ("bare_relay_picows", "bare_relay_paced", "proxy_paced")
+# Also measured: the relay on picows (closed loop), relay and proxy paced at PACED_FRAMES_PER_S, and relay and
+# proxy (its passthrough, still validating and teeing) with 1.6 chargers in a closed loop.
+EXTRA_SCENARIOS = ("bare_relay_picows", "bare_relay_paced", "proxy_paced", "bare_relay_16", "proxy_16")
 PACED_FRAMES_PER_S = 2_000  # charger-side frames: a CALL and its answer are two
 TARGETS = {"throughput_ratio": 0.6, "added_p99_ms_paced": 1.0, "rss_kib_per_charger": 48.0, "tee_dropped": 0}
 
@@ -118,14 +119,14 @@ def percentile_ms(ordered: list[int], fraction: float) -> float:
 
 async def measure(
     base_url: str, chargers: int, duration: float, server_pid: int | None, others: dict[str, int], prefix: str,
-    frames_per_second: float | None = None,
+    frames_per_second: float | None = None, protocol: str = "2.0.1",
 ) -> dict[str, Any]:
     """Idle RSS per charger (if a server process is given), then the closed-loop window with CPU times."""
     scenario: dict[str, Any] = {}
     if server_pid is not None:
         await asyncio.sleep(SETTLE_SECONDS)
         rss_before = rss_kib(server_pid)
-    connected = await connect_all(base_url, chargers, prefix)
+    connected = await connect_all(base_url, chargers, prefix, protocol)
     try:
         if server_pid is not None:
             await asyncio.sleep(SETTLE_SECONDS)
@@ -201,6 +202,10 @@ async def run(chargers: int, duration: float, redis_kind: str = "embedded") -> d
             scenarios["bare_relay_paced"] = await measure(
                 relay.url, chargers, duration, relay.process.pid, stub_pid, "RELAYP", PACED_FRAMES_PER_S
             )
+            print(f"bare relay 1.6: {chargers} 1.6 chargers → relay → stub, {duration:g} s", file=sys.stderr)
+            scenarios["bare_relay_16"] = await measure(
+                relay.url, chargers, duration, relay.process.pid, stub_pid, "RELAY16", protocol="1.6"
+            )
         finally:
             relay.stop()
         picows = Child.start("relay-picows", "--upstream", stub.url)
@@ -223,6 +228,10 @@ async def run(chargers: int, duration: float, redis_kind: str = "embedded") -> d
                 print(f"proxy paced: {PACED_FRAMES_PER_S:,} frames/s, {duration:g} s", file=sys.stderr)
                 scenarios["proxy_paced"] = await measure(
                     proxy.url, chargers, duration, proxy.process.pid, others, "PROXYP", PACED_FRAMES_PER_S
+                )
+                print(f"proxy 1.6: {chargers} 1.6 chargers → proxy passthrough → stub, {duration:g} s", file=sys.stderr)
+                scenarios["proxy_16"] = await measure(
+                    proxy.url, chargers, duration, proxy.process.pid, others, "PROXY16", protocol="1.6"
                 )
             finally:
                 proxy.stop()
@@ -291,6 +300,10 @@ def report(scenarios: dict[str, dict[str, Any]], chargers: int, duration: float)
         key: round(proxy_paced["latency_ms"][key] - relay_paced["latency_ms"][key], 3)
         for key in ("p50", "p99", "p99.9")
     }
+    relay_16, proxy_16 = scenarios["bare_relay_16"], scenarios["proxy_16"]
+    proxy_16["added_over_relay_ms"] = {
+        key: round(proxy_16["latency_ms"][key] - relay_16["latency_ms"][key], 3) for key in ("p50", "p99", "p99.9")
+    }
     measured = {
         "throughput_ratio": round(proxy["throughput_msgs_per_s"] / relay["throughput_msgs_per_s"], 3),
         "added_p99_ms_paced": proxy_paced["added_over_relay_ms"]["p99"],
@@ -318,6 +331,10 @@ def report(scenarios: dict[str, dict[str, Any]], chargers: int, duration: float)
             scenarios["bare_relay_picows"]["server_cpu_us_per_frame"] / relay["server_cpu_us_per_frame"], 2
         ),
         "added_p99_ms_paced": measured["added_p99_ms_paced"],
+        "passthrough_throughput_ratio": round(
+            proxy_16["throughput_msgs_per_s"] / relay_16["throughput_msgs_per_s"], 3
+        ),
+        "passthrough_cpu_ratio": round(proxy_16["server_cpu_us_per_frame"] / relay_16["server_cpu_us_per_frame"], 2),
         "targets": targets,
         "added_p50_ms": proxy["added_latency_ms"]["p50"],
         "added_p99_ms": proxy["added_latency_ms"]["p99"],
@@ -361,10 +378,13 @@ def table(results: dict[str, Any]) -> str:
     proxy = results["scenarios"]["proxy"]
     lines += [
         "",
-        "direct and bare relay paced rows: absolute latency; proxy paced: percentile minus the bare relay paced one "
-        f"(both at {PACED_FRAMES_PER_S:,} frames/s); other rows: percentile minus the direct percentile.",
+        "direct, bare relay paced and bare relay 16 rows: absolute latency; proxy paced: percentile minus the bare "
+        f"relay paced one (both at {PACED_FRAMES_PER_S:,} frames/s); proxy 16: minus the bare relay 16 one (1.6 "
+        "chargers, the proxy's passthrough); other rows: percentile minus the direct percentile.",
         f"proxy / bare relay: throughput ×{results['throughput_ratio']:.3f}, "
         f"server CPU per frame ×{results['cpu_ratio']:.2f} (same run)",
+        f"1.6 chargers, passthrough / bare relay: throughput ×{results['passthrough_throughput_ratio']:.3f}, "
+        f"server CPU per frame ×{results['passthrough_cpu_ratio']:.2f}",
         f"tee: {results['tee_written']:,} envelopes written, {results['tee_dropped']:,} dropped, "
         f"drained {results['tee_drain_seconds']:.2f} s after the load stopped; "
         f"Redis CPU {redis_cpu_us_per_frame(proxy)} µs/frame",

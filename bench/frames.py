@@ -1,4 +1,5 @@
-"""The workload's wire payloads: 2.0.1 CALLs a charger sends, and the stub CSMS's canned answers.
+"""The workload's wire payloads: 2.0.1 CALLs a charger sends (and the same fleet's 1.6 chargers', for the
+proxy's passthrough), and the stub CSMS's canned answers.
 
 Payloads are built once (per charger, or per session where the transactionId changes) and serialised with
 orjson; a frame is then only its message id spliced into prebuilt bytes.
@@ -129,6 +130,66 @@ def session_calls(transaction_id: str) -> list[tuple[bytes, bytes]]:
             ),
         ),
         call_template("StatusNotification", status("Available")),
+        call_template("Heartbeat", {}),
+    ]  # fmt: skip
+    return calls
+
+
+# -- OCPP 1.6 chargers (the proxy's passthrough): the same session shape, in 1.6's messages -----------------------
+TRANSACTION_ID_16 = 1  # the stub's StartTransaction answers are not read back: a closed loop of prebuilt frames
+
+
+def status_16(status_16: str) -> dict[str, Any]:
+    return {"connectorId": 1, "errorCode": "NoError", "status": status_16, "timestamp": TIMESTAMP}
+
+
+def meter_value_16(wh: int, context: str, full: bool) -> list[dict[str, Any]]:
+    """`meter_value` in 1.6's form: values are strings, the unit and phase beside them."""
+    (entry,) = meter_value(wh, context, full)
+    sampled = [
+        {"value": str(value["value"]), "context": context, "measurand": value["measurand"],
+         "unit": value["unitOfMeasure"]["unit"], **{key: value[key] for key in ("phase", "location") if key in value}}
+        for value in entry["sampledValue"]
+    ]  # fmt: skip
+    return [{"timestamp": TIMESTAMP, "sampledValue": sampled}]
+
+
+def boot_calls_16() -> list[tuple[bytes, bytes]]:
+    return [
+        call_template("BootNotification", {"chargePointVendor": "ocpp-cutover", "chargePointModel": "BENCH-16"}),
+        call_template("StatusNotification", status_16("Available")),
+    ]
+
+
+def session_calls_16(transaction_id: str) -> list[tuple[bytes, bytes]]:
+    """One 1.6 charging session of 11 CALLs, as `session_calls`: Authorize, Preparing, StartTransaction,
+    Charging, four periodic ~1 KB MeterValues, StopTransaction, Available, Heartbeat (`transaction_id` unused:
+    1.6 numbers transactions at the CSMS)."""
+    wh = 1000
+    calls = [
+        call_template("Authorize", {"idTag": "TAG0001"}),
+        call_template("StatusNotification", status_16("Preparing")),
+        call_template(
+            "StartTransaction", {"connectorId": 1, "idTag": "TAG0001", "meterStart": wh, "timestamp": TIMESTAMP}
+        ),
+        call_template("StatusNotification", status_16("Charging")),
+    ]
+    for _ in range(PERIODIC_UPDATES):
+        wh += 1500
+        calls.append(
+            call_template(
+                "MeterValues",
+                {"connectorId": 1, "transactionId": TRANSACTION_ID_16,
+                 "meterValue": meter_value_16(wh, "Sample.Periodic", full=True)},
+            )
+        )  # fmt: skip
+    calls += [
+        call_template(
+            "StopTransaction",
+            {"transactionId": TRANSACTION_ID_16, "meterStop": wh, "timestamp": TIMESTAMP, "idTag": "TAG0001",
+             "reason": "Local", "transactionData": meter_value_16(wh, "Transaction.End", full=False)},
+        ),
+        call_template("StatusNotification", status_16("Available")),
         call_template("Heartbeat", {}),
     ]  # fmt: skip
     return calls

@@ -1,4 +1,4 @@
-"""The load generator: raw-websocket 2.0.1 chargers in a closed loop, one outstanding CALL each."""
+"""The load generator: raw-websocket 2.0.1 (or 1.6) chargers in a closed loop, one outstanding CALL each."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.frames import CHARGER_ANSWERS, boot_calls, session_calls
+from bench.frames import CHARGER_ANSWERS, boot_calls, boot_calls_16, session_calls, session_calls_16
 
 CHARGER_ANSWER_BYTES = {action: orjson.dumps(payload) for action, payload in CHARGER_ANSWERS.items()}
 
@@ -29,17 +29,21 @@ class LoadResult:
     error_samples: list[str] = field(default_factory=list)
 
 
-class Charger:
-    """One 2.0.1 charger: connects idle, then runs boot and charging sessions until a deadline."""
+WORKLOADS = {"2.0.1": (boot_calls, session_calls), "1.6": (boot_calls_16, session_calls_16)}
 
-    def __init__(self, base_url: str, station_id: str) -> None:
+
+class Charger:
+    """One charger (OCPP 2.0.1, or 1.6): connects idle, then runs boot and charging sessions until a deadline."""
+
+    def __init__(self, base_url: str, station_id: str, protocol: str = "2.0.1") -> None:
         self.url = f"{base_url}/ocpp/{station_id}"
         self.station_id = station_id
+        self.protocol = protocol
         self.connection: ClientConnection | None = None
 
     async def connect(self) -> None:
         self.connection = await connect(
-            self.url, subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            self.url, subprotocols=[f"ocpp{self.protocol}"],  # type: ignore[list-item]
             compression=None, ping_interval=None, open_timeout=30,
         )  # fmt: skip
 
@@ -52,7 +56,8 @@ class Charger:
         connection = self.connection
         assert connection is not None
         message_id = 0
-        calls = boot_calls()
+        boot, sessions = WORKLOADS[self.protocol]
+        calls = boot()
         session = 0
         latencies = result.latencies_ns
         next_send = first
@@ -85,7 +90,7 @@ class Charger:
             if session > 0:
                 result.sessions += 1
             session += 1
-            calls = session_calls(f"{self.station_id}-{session}")
+            calls = sessions(f"{self.station_id}-{session}")
 
     @staticmethod
     async def _answer(connection: ClientConnection, frame: list[object], result: LoadResult) -> None:
@@ -98,9 +103,9 @@ class Charger:
             await self.connection.close()
 
 
-async def connect_all(base_url: str, count: int, prefix: str) -> list[Charger]:
+async def connect_all(base_url: str, count: int, prefix: str, protocol: str = "2.0.1") -> list[Charger]:
     """`count` chargers connected (WebSocket open, nothing sent yet)."""
-    chargers = [Charger(base_url, f"{prefix}{index:05d}") for index in range(count)]
+    chargers = [Charger(base_url, f"{prefix}{index:05d}", protocol) for index in range(count)]
     await asyncio.gather(*(charger.connect() for charger in chargers))
     return chargers
 
