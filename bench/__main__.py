@@ -1,7 +1,8 @@
 """`python -m bench`: the same 2.0.1 workload direct to a stub CSMS, through a bare relay, and through the
 proxy, in one run on loopback — closed loop at saturation, then paced at 2,000 frames/s for the added
-latency — plus the bare relay on picows (the charger-side library choice); prints a table with the
-targets met or missed and writes bench/results/latest.json."""
+latency — plus the bare relay on picows (the charger-side library choice) and a 1.6 workload through the bare
+relay and the proxy's passthrough; prints a table with the targets met or missed and writes
+bench/results/latest.json."""
 
 from __future__ import annotations
 
