@@ -6,6 +6,7 @@ again later; on a Redis Cluster the same, on a connection to each station's mast
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -114,14 +115,23 @@ async def persist_until_pipelined(store: StateStore, state: StationState, epoch:
         await asyncio.sleep(0.02)
 
 
+@contextlib.asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[tuple[redis.Redis, StateStore]]:
+    """A state store on `url`, with the client the proxy uses (`app.redis_client`); both closed after."""
+    client = connect(url, fail_fast=True)
+    store = StateStore(client)
+    try:
+        yield client, store
+    finally:
+        await store.close()
+        await client.aclose()
+
+
 @pytest.fixture
 async def store(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[StateStore]:
-    """A state store on the suite's Redis, with the client the proxy uses (`app.redis_client`)."""
-    client = connect(redis_url, fail_fast=True)
-    store = StateStore(client)
-    yield store
-    await store.close()
-    await client.aclose()
+    """A state store on the suite's Redis."""
+    async with opened_store(redis_url) as (_, store):
+        yield store
 
 
 async def test_once_the_connection_is_held_a_state_is_in_redis_when_the_caller_is_called_back(
@@ -177,31 +187,26 @@ async def test_a_stalled_redis_cuts_the_connection_releases_the_caller_and_write
     redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(state_store, "REPLY_TIMEOUT", 0.3)
-    client = connect(redis_url, fail_fast=True)
-    store = StateStore(client)
-    admin = redis.Redis.from_url(redis_url)
-    try:
-        await persist_until_pipelined(store, station("STALL1", 1))
-        before = failures()
-        await admin.execute_command("CLIENT", "PAUSE", "3000", "WRITE")  # writes wait 3 s, replies with them
-        released, held = persist(store, station("STALL1", 2))
-        assert held
-        # Not acknowledged within the reply timeout: the caller goes on, the state deferred (Redis still paused).
-        assert (await released.wait()).deferred is True
-        assert failures() > before
-        released, _ = persist(store, station("STALL1", 3))  # while Redis stalls: never raises, releases
-        assert (await released.wait()).deferred is True
-        await until(holds(redis_client, station("STALL1", 3)))  # the deferred state, written once Redis answers
-        await until(lambda: store._deferred == {})
-        await persist_until_pipelined(store, station("STALL1", 4))  # a connection held again
-        released, held = persist(store, station("STALL1", 5))
-        assert held and (await released.wait()).deferred is False
-        assert await stored(redis_client, "STALL1") == station("STALL1", 5)
-    finally:
-        await admin.execute_command("CLIENT", "UNPAUSE")
-        await admin.aclose()
-        await store.close()
-        await client.aclose()
+    async with opened_store(redis_url) as (_, store), redis.Redis.from_url(redis_url) as admin:
+        try:
+            await persist_until_pipelined(store, station("STALL1", 1))
+            before = failures()
+            await admin.execute_command("CLIENT", "PAUSE", "3000", "WRITE")  # writes wait 3 s, replies with them
+            released, held = persist(store, station("STALL1", 2))
+            assert held
+            # Not acknowledged within the reply timeout: the caller goes on, the state deferred (Redis still paused).
+            assert (await released.wait()).deferred is True
+            assert failures() > before
+            released, _ = persist(store, station("STALL1", 3))  # while Redis stalls: never raises, releases
+            assert (await released.wait()).deferred is True
+            await until(holds(redis_client, station("STALL1", 3)))  # the deferred state, written once Redis answers
+            await until(lambda: store._deferred == {})
+            await persist_until_pipelined(store, station("STALL1", 4))  # a connection held again
+            released, held = persist(store, station("STALL1", 5))
+            assert held and (await released.wait()).deferred is False
+            assert await stored(redis_client, "STALL1") == station("STALL1", 5)
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
 
 
 async def test_a_caller_that_gives_unavailable_is_told_of_a_deferral_instead_of_released(
@@ -210,70 +215,60 @@ async def test_a_caller_that_gives_unavailable_is_told_of_a_deferral_instead_of_
     """`persist(..., unavailable=...)` (`--state-durability strict`): a deferred state calls `unavailable`, never
     `then`, whether the held connection went silent or Redis was already known to be away; written, `then`."""
     monkeypatch.setattr(state_store, "REPLY_TIMEOUT", 0.3)
-    client = connect(redis_url, fail_fast=True)
-    store = StateStore(client)
-    admin = redis.Redis.from_url(redis_url)
+    async with opened_store(redis_url) as (_, store), redis.Redis.from_url(redis_url) as admin:
 
-    def persist_strict(state: StationState) -> tuple[Released, list[str]]:
-        released, told = Released(store, state.station_id), list[str]()
+        def persist_strict(state: StationState) -> tuple[Released, list[str]]:
+            released, told = Released(store, state.station_id), list[str]()
 
-        def unavailable() -> None:
-            told.append(state.station_id)
-            released._called.set()
+            def unavailable() -> None:
+                told.append(state.station_id)
+                released._called.set()
 
-        store.persist(state, released, unavailable=unavailable)
-        return released, told
+            store.persist(state, released, unavailable=unavailable)
+            return released, told
 
-    try:
-        await persist_until_pipelined(store, station("STRICT1", 1))
-        released, told = persist_strict(station("STRICT1", 2))
-        await released.wait()
-        assert (released.calls, told) == (1, [])  # written: released
-        await admin.execute_command("CLIENT", "PAUSE", "2000", "WRITE")
-        released, told = persist_strict(station("STRICT1", 3))
-        await released.wait()  # silent past the reply timeout
-        assert (released.calls, told) == (0, ["STRICT1"])
-        released, told = persist_strict(station("STRICT1", 4))  # Redis known to be away: told at once
-        assert (released.calls, told) == (0, ["STRICT1"])
-        assert store._deferred == {"STRICT1": station("STRICT1", 4)}  # kept, and retried all the same
-        await until(holds(redis_client, station("STRICT1", 4)))
-    finally:
-        await admin.execute_command("CLIENT", "UNPAUSE")
-        await admin.aclose()
-        await store.close()
-        await client.aclose()
+        try:
+            await persist_until_pipelined(store, station("STRICT1", 1))
+            released, told = persist_strict(station("STRICT1", 2))
+            await released.wait()
+            assert (released.calls, told) == (1, [])  # written: released
+            await admin.execute_command("CLIENT", "PAUSE", "2000", "WRITE")
+            released, told = persist_strict(station("STRICT1", 3))
+            await released.wait()  # silent past the reply timeout
+            assert (released.calls, told) == (0, ["STRICT1"])
+            released, told = persist_strict(station("STRICT1", 4))  # Redis known to be away: told at once
+            assert (released.calls, told) == (0, ["STRICT1"])
+            assert store._deferred == {"STRICT1": station("STRICT1", 4)}  # kept, and retried all the same
+            await until(holds(redis_client, station("STRICT1", 4)))
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
 
 
 async def test_a_redis_killed_and_restarted_gets_the_deferred_states_again() -> None:
     server = EmbeddedRedis().start()
     port = server.port
-    client = connect(server.url, fail_fast=True)
-    reader = redis.Redis.from_url(server.url)
-    store = StateStore(client)
     try:
-        await persist_until_pipelined(store, station("KILL1", 1))
-        await persist_until_pipelined(store, station("KILL2", 1))
-        assert await stored(reader, "KILL1") == station("KILL1", 1)
-        before = failures()
-        server.kill()
-        for version in range(2, 12):  # Redis away: persist never raises, and the caller is released
-            released, _ = persist(store, station("KILL1", version))
+        async with opened_store(server.url) as (_, store), redis.Redis.from_url(server.url) as reader:
+            await persist_until_pipelined(store, station("KILL1", 1))
+            await persist_until_pipelined(store, station("KILL2", 1))
+            assert await stored(reader, "KILL1") == station("KILL1", 1)
+            before = failures()
+            server.kill()
+            for version in range(2, 12):  # Redis away: persist never raises, and the caller is released
+                released, _ = persist(store, station("KILL1", version))
+                assert (await released.wait()).deferred is True
+                await asyncio.sleep(0.05)
+            released, _ = persist(store, station("KILL2", 11))
             assert (await released.wait()).deferred is True
-            await asyncio.sleep(0.05)
-        released, _ = persist(store, station("KILL2", 11))
-        assert (await released.wait()).deferred is True
-        assert failures() > before
-        assert store._deferred == {"KILL1": station("KILL1", 11), "KILL2": station("KILL2", 11)}
-        server = EmbeddedRedis(port).start()  # empty: no persistence
-        await until(holds(reader, station("KILL1", 11)))
-        await until(holds(reader, station("KILL2", 11)))
-        await until(lambda: store._deferred == {})
-        await persist_until_pipelined(store, station("KILL1", 12))
-        assert await stored(reader, "KILL1") == station("KILL1", 12)
+            assert failures() > before
+            assert store._deferred == {"KILL1": station("KILL1", 11), "KILL2": station("KILL2", 11)}
+            server = EmbeddedRedis(port).start()  # empty: no persistence
+            await until(holds(reader, station("KILL1", 11)))
+            await until(holds(reader, station("KILL2", 11)))
+            await until(lambda: store._deferred == {})
+            await persist_until_pipelined(store, station("KILL1", 12))
+            assert await stored(reader, "KILL1") == station("KILL1", 12)
     finally:
-        await store.close()
-        await client.aclose()
-        await reader.aclose()
         server.stop()
 
 
@@ -311,10 +306,8 @@ async def test_an_error_reply_defers_that_state_and_the_connection_serves_later_
 async def test_on_a_redis_cluster_persists_are_pipelined_to_each_station_s_master_and_land(
     cluster: LocalRedisCluster,
 ) -> None:
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
     stations = ("CLU-A", "CLU-B", "CLU-C")  # keys in different slots, on different masters
-    try:
+    async with opened_store(cluster.url) as (client, store):
         before = failures()
         await client.ping()  # reads the slot map
         assert len({client.get_node_from_key(state_key(station_id)).name for station_id in stations}) == 3
@@ -333,9 +326,6 @@ async def test_on_a_redis_cluster_persists_are_pipelined_to_each_station_s_maste
         assert len(store._by_master) == 3
         assert store._deferred == {}
         assert failures() == before
-    finally:
-        await store.close()
-        await client.aclose()
 
 
 async def test_on_a_redis_cluster_a_write_to_a_master_that_lost_the_slot_follows_it(
@@ -343,13 +333,10 @@ async def test_on_a_redis_cluster_a_write_to_a_master_that_lost_the_slot_follows
 ) -> None:
     """A slot moved to another master (resharding): the held connection's write is redirected (MOVED, not run);
     it is made again the ordinary way, its caller released only once it landed, and the slot map is read again."""
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
     station_id = "MOVE1"
     slot = state_store._state_slot(station_id)
     target_port = next(port for port in cluster.ports if port != cluster.owner(slot))
-    target_node = redis.Redis(port=target_port)
-    try:
+    async with opened_store(cluster.url) as (client, store), redis.Redis(port=target_port) as target_node:
         await client.ping()
         assert await persist_until_pipelined(store, station(station_id, 1)) < 10
         source = client.get_node_from_key(state_key(station_id))
@@ -364,10 +351,6 @@ async def test_on_a_redis_cluster_a_write_to_a_master_that_lost_the_slot_follows
         await until(lambda: client.get_node_from_key(state_key(station_id)).port == target_port)
         assert await persist_until_pipelined(store, station(station_id, 3)) < 10  # to the new master now
         assert await target_node.get(state_key(station_id)) == station(station_id, 3).dumps()
-    finally:
-        await store.close()
-        await client.aclose()
-        await target_node.aclose()
 
 
 async def test_on_a_redis_cluster_a_stalled_master_s_writes_are_deferred_and_land_once_it_answers(
@@ -376,13 +359,11 @@ async def test_on_a_redis_cluster_a_stalled_master_s_writes_are_deferred_and_lan
     """A master that stops answering (stalled, failing over) holds its stations' writes no longer than a plain
     Redis would: the caller is released with the state deferred, and the state is written once it answers. The
     other masters' stations go on as before, their writes acknowledged, not deferred."""
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
     station_id = "STALL1"
     port = cluster.owner(state_store._state_slot(station_id))
     others = (f"STALL-OTHER{n}" for n in range(1000))
     other = next(name for name in others if cluster.owner(state_store._state_slot(name)) != port)
-    try:
+    async with opened_store(cluster.url) as (client, store):
         await client.ping()
         assert await persist_until_pipelined(store, station(station_id, 1)) < 10
         assert await persist_until_pipelined(store, station(other, 1)) < 10
@@ -401,9 +382,6 @@ async def test_on_a_redis_cluster_a_stalled_master_s_writes_are_deferred_and_lan
             cluster.resume(port)
         await until(holds(client, station(station_id, 2)))
         await until(lambda: station_id not in store._deferred)
-    finally:
-        await store.close()
-        await client.aclose()
 
 
 async def test_on_a_redis_cluster_a_master_that_refuses_writes_is_waited_out_alone_and_logged_once(
@@ -412,14 +390,11 @@ async def test_on_a_redis_cluster_a_master_that_refuses_writes_is_waited_out_alo
     """A master that refuses writes (out of memory here; every master answers CLUSTERDOWN while a replica of a
     failed one is elected) has its stations' writes deferred without being sent for RETRY_AFTER, as a plain Redis
     that refuses; the other masters' stations go on; the refusals are one warning, not one per write."""
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
     port = cluster.owner(state_store._state_slot("REFUSE0"))
     names = (f"REFUSE{n}" for n in range(1, 2000))
     same = ["REFUSE0", *[name for name in names if cluster.owner(state_store._state_slot(name)) == port][:4]]
     other = next(f"ACCEPT{n}" for n in range(1000) if cluster.owner(state_store._state_slot(f"ACCEPT{n}")) != port)
-    node = redis.Redis(port=port)
-    try:
+    async with opened_store(cluster.url) as (client, store), redis.Redis(port=port) as node:
         await client.ping()
         for station_id in (*same, other):
             assert await persist_until_pipelined(store, station(station_id, 1)) < 10
@@ -441,10 +416,6 @@ async def test_on_a_redis_cluster_a_master_that_refuses_writes_is_waited_out_alo
         await until(holds(client, station(same[0], 3)))
         for station_id in same[1:]:
             await until(holds(client, station(station_id, 2)))
-    finally:
-        await store.close()
-        await client.aclose()
-        await node.aclose()
 
 
 async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_states_back(
@@ -452,39 +423,36 @@ async def test_on_a_redis_cluster_every_master_that_loses_its_data_gets_its_stat
 ) -> None:
     """A master restarted without persistence loses its own keys: each master holds a sentinel of the proxy,
     so a loss on any of them, not only on the one that holds a single sentinel, writes the states again."""
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
     nodes = [redis.Redis(port=port) for port in cluster.ports]
-    try:
-        await client.ping()
-        on_master: dict[str, str] = {}  # the master's "host:port" → a station whose state it holds
-        for n in range(1000):
-            station_id = f"LOSS{n}"
-            on_master.setdefault(client.get_node_from_key(state_key(station_id)).name, station_id)
-        assert len(on_master) == len(cluster.ports)
-        for station_id in on_master.values():
-            epoch, _ = await store.claim(station_id)
-            assert await store.save(station(station_id, 1), epoch) is True
+    async with opened_store(cluster.url) as (client, store):
+        try:
+            await client.ping()
+            on_master: dict[str, str] = {}  # the master's "host:port" → a station whose state it holds
+            for n in range(1000):
+                station_id = f"LOSS{n}"
+                on_master.setdefault(client.get_node_from_key(state_key(station_id)).name, station_id)
+            assert len(on_master) == len(cluster.ports)
+            for station_id in on_master.values():
+                epoch, _ = await store.claim(station_id)
+                assert await store.save(station(station_id, 1), epoch) is True
 
-        async def sentinels_on_every_master() -> bool:
-            return all([await node.keys("cutover:sentinel:*") for node in nodes])
+            async def sentinels_on_every_master() -> bool:
+                return all([await node.keys("cutover:sentinel:*") for node in nodes])
 
-        await until(sentinels_on_every_master)
-        restores = REGISTRY.get_sample_value("cutover_state_restores_total") or 0.0
-        for port, node in zip(cluster.ports, nodes, strict=True):
-            lost = on_master[f"127.0.0.1:{port}"]
-            await node.flushall()  # this master alone, as after its restart without persistence
-            assert await stored(client, lost) is None
-            await until(holds(client, station(lost, 1)))
-            await until(sentinels_on_every_master)  # set again, for the next master's loss
-        assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + len(nodes)
-        for station_id in on_master.values():
-            assert await stored(client, station_id) == station(station_id, 1)
-    finally:
-        await store.close()
-        await client.aclose()
-        for node in nodes:
-            await node.aclose()
+            await until(sentinels_on_every_master)
+            restores = REGISTRY.get_sample_value("cutover_state_restores_total") or 0.0
+            for port, node in zip(cluster.ports, nodes, strict=True):
+                lost = on_master[f"127.0.0.1:{port}"]
+                await node.flushall()  # this master alone, as after its restart without persistence
+                assert await stored(client, lost) is None
+                await until(holds(client, station(lost, 1)))
+                await until(sentinels_on_every_master)  # set again, for the next master's loss
+            assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + len(nodes)
+            for station_id in on_master.values():
+                assert await stored(client, station_id) == station(station_id, 1)
+        finally:
+            for node in nodes:
+                await node.aclose()
 
 
 async def test_on_a_redis_cluster_a_master_failed_over_before_its_replica_got_its_last_writes_gets_them_again() -> (
@@ -495,46 +463,41 @@ async def test_on_a_redis_cluster_a_master_failed_over_before_its_replica_got_it
     missing to tell. The proxy sees the master leave the slot map, writes its states again, fenced, and
     restores the newer claim's epoch, so the older session stays fenced out."""
     cluster = await asyncio.to_thread(LocalRedisCluster(masters=3, replicas=1).start)
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
-    writes_lost: list[str] = []
-    store.writes_lost = lambda: writes_lost.append("counts")
     station_id = "FAILOVER1"
     master = cluster.owner(state_store._state_slot(station_id))
     replica_port = cluster.replica_ports[master][0]
-    replica = redis.Redis(port=replica_port)
     try:
-        old_epoch, _ = await store.claim(station_id)
-        assert await persist_until_pipelined(store, station(station_id, 1), old_epoch) < 10  # as the proxy does
-        await replica.execute_command("READONLY")  # reads on a replica of the cluster
-        await until(lambda: replica.get(state_key(station_id)))
-        await until(lambda: store._masters is not None and store._masters._seen)  # the watcher knows the masters
+        async with opened_store(cluster.url) as (client, store), redis.Redis(port=replica_port) as replica:
+            writes_lost: list[str] = []
+            store.writes_lost = lambda: writes_lost.append("counts")
+            old_epoch, _ = await store.claim(station_id)
+            assert await persist_until_pipelined(store, station(station_id, 1), old_epoch) < 10  # as the proxy does
+            await replica.execute_command("READONLY")  # reads on a replica of the cluster
+            await until(lambda: replica.get(state_key(station_id)))
+            await until(lambda: store._masters is not None and store._masters._seen)  # the watcher knows the masters
 
-        await asyncio.to_thread(cluster.hold_back_replication, master)
-        new_epoch, _ = await store.claim(station_id)  # a newer session of the station: this process's too
-        released, refused = persist_claimed(store, station(station_id, 2), new_epoch)
-        assert (await released.wait()).deferred is False  # the master acknowledged it
-        assert refused == []
-        restores = REGISTRY.get_sample_value("cutover_state_restores_total") or 0.0
-        await asyncio.to_thread(cluster.kill, master)
-        await asyncio.to_thread(cluster.take_over, replica_port)
-        assert await replica.get(state_key(station_id)) == station(station_id, 1).dumps()  # the older state
+            await asyncio.to_thread(cluster.hold_back_replication, master)
+            new_epoch, _ = await store.claim(station_id)  # a newer session of the station: this process's too
+            released, refused = persist_claimed(store, station(station_id, 2), new_epoch)
+            assert (await released.wait()).deferred is False  # the master acknowledged it
+            assert refused == []
+            restores = REGISTRY.get_sample_value("cutover_state_restores_total") or 0.0
+            await asyncio.to_thread(cluster.kill, master)
+            await asyncio.to_thread(cluster.take_over, replica_port)
+            assert await replica.get(state_key(station_id)) == station(station_id, 1).dumps()  # the older state
 
-        await until(holds(client, station(station_id, 2)))
-        assert await replica.get(state_key(station_id)) == station(station_id, 2).dumps()
-        assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + 1
-        await until(lambda: writes_lost == ["counts"])
-        assert f"127.0.0.1:{master}" not in store._by_master
-        # The newer claim's epoch is back: the older session's write is refused, the newer state stands.
-        assert await store.save(station(station_id, 3), old_epoch) is False
-        assert await stored(client, station_id) == station(station_id, 2)
-        # And the hot path goes on, pipelined to the new master.
-        assert await persist_until_pipelined(store, station(station_id, 4), new_epoch) < 10
-        assert await replica.get(state_key(station_id)) == station(station_id, 4).dumps()
+            await until(holds(client, station(station_id, 2)))
+            assert await replica.get(state_key(station_id)) == station(station_id, 2).dumps()
+            assert REGISTRY.get_sample_value("cutover_state_restores_total") == restores + 1
+            await until(lambda: writes_lost == ["counts"])
+            assert f"127.0.0.1:{master}" not in store._by_master
+            # The newer claim's epoch is back: the older session's write is refused, the newer state stands.
+            assert await store.save(station(station_id, 3), old_epoch) is False
+            assert await stored(client, station_id) == station(station_id, 2)
+            # And the hot path goes on, pipelined to the new master.
+            assert await persist_until_pipelined(store, station(station_id, 4), new_epoch) < 10
+            assert await replica.get(state_key(station_id)) == station(station_id, 4).dumps()
     finally:
-        await store.close()
-        await client.aclose()
-        await replica.aclose()
         await asyncio.to_thread(cluster.stop)
 
 
@@ -597,9 +560,7 @@ async def test_an_ordinary_write_and_a_deferred_one_are_fenced_too(
 
 
 async def test_on_a_redis_cluster_writes_are_fenced_too(cluster: LocalRedisCluster) -> None:
-    client = connect(cluster.url, fail_fast=True)
-    store = StateStore(client)
-    try:
+    async with opened_store(cluster.url) as (client, store):
         for station_id in ("CLU-F1", "CLU-F2", "CLU-F3"):  # different slots, on different masters
             old_epoch, _ = await store.claim(station_id)
             new_epoch, _ = await store.claim(station_id)
@@ -612,9 +573,6 @@ async def test_on_a_redis_cluster_writes_are_fenced_too(cluster: LocalRedisClust
             assert await stored(client, station_id) == station(station_id, 1)
             epoch, loaded = await store.claim(station_id)  # the claim and the read in one round trip, one slot
             assert epoch > new_epoch and loaded == station(station_id, 1)
-    finally:
-        await store.close()
-        await client.aclose()
 
 
 async def test_a_claim_after_redis_lost_its_data_still_outranks_the_sessions_from_before(
