@@ -646,9 +646,9 @@ class Session:
         answer, within the call timeout, so it is recorded. Dropped, the charger's retransmission of the
         event would make the proxy send it again, and the legacy would open the transaction twice."""
         engine = self.engine
-        if not isinstance(engine, Bridge) or self.superseded:  # a newer session records what comes now
-            return
-        if self.legacy_dropped:  # what the engine awaits never left: the retransmission will send it
+        # Superseded, a newer session records what comes now; with frames to the legacy dropped (strict
+        # durability), what the engine awaits never left and the retransmission will send it.
+        if not isinstance(engine, Bridge) or self.superseded or self.legacy_dropped:
             return
         loop = asyncio.get_running_loop()
         until = loop.time() + self.proxy.settings.translation.call_timeout + 1.0

@@ -412,7 +412,7 @@ class StateStore:
             return
         now = time.monotonic()
         slot = _state_slot(state.station_id) if self._masters is not None else 0
-        if now < self._down_until or (self._masters is not None and self._master_waits(slot, now)):
+        if self._waits(slot, now):
             self._defer(state)
             _call(unavailable or then)
             return
@@ -444,14 +444,11 @@ class StateStore:
         """Hand a control-plane write to Redis on the state connection, ahead of the state writes that follow
         (and so of the frames that wait for them); False when it cannot be done so (the caller writes it the
         ordinary way)."""
-        now = time.monotonic()
-        if now < self._down_until:
-            return False
         key = redis_batch.command_key(command)
-        pipelined = self._pipelined
-        if key is not None and self._masters is not None:
-            slot = key_slot(key)
-            pipelined = None if self._master_waits(slot, now) else self._pipelined_to(slot)
+        slot = key_slot(key) if key is not None and self._masters is not None else 0
+        if self._waits(slot, time.monotonic()):
+            return False
+        pipelined = self._pipelined if key is None or self._masters is None else self._pipelined_to(slot)
         if pipelined is None:
             return False
         return pipelined.send(redis_batch.pack(*command), _Control(command))
@@ -523,10 +520,13 @@ class StateStore:
             log.warning("state_save_failed writes=%d error=%r; kept in memory, retrying", self._not_logged, error)
             self._logged_at, self._not_logged = now, 0
 
-    def _master_waits(self, slot: int, now: float) -> bool:
-        """On a Redis Cluster: the slot's master failed a write within RETRY_AFTER (its writes are deferred)."""
-        assert self._masters is not None
-        return now < self._masters_down.get(self._masters.name_for(slot) or "", 0.0)
+    def _waits(self, slot: int, now: float) -> bool:
+        """Writes to the slot are deferred for now: Redis (on a Redis Cluster, the slot's master) failed one within
+        RETRY_AFTER."""
+        if now < self._down_until:
+            return True
+        masters = self._masters
+        return masters is not None and now < self._masters_down.get(masters.name_for(slot) or "", 0.0)
 
     def _failed(self, master: str | None) -> None:
         """Redis failed a write: its writes are deferred for RETRY_AFTER; on a Redis Cluster, those to that master
@@ -549,10 +549,7 @@ class StateStore:
         self._epochs[state.station_id] = epoch
         if self.client is None:
             return True
-        now = time.monotonic()
-        if now < self._down_until or (
-            self._masters is not None and self._master_waits(_state_slot(state.station_id), now)
-        ):
+        if self._waits(_state_slot(state.station_id), time.monotonic()):
             self._defer(state)
             return True
         try:
@@ -619,7 +616,7 @@ class StateStore:
             wake = max(self._down_until, min(self._masters_down.values(), default=0.0))
             await asyncio.sleep(max(wake - now, 0.05))
             for station_id, state in list(self._deferred.items()):
-                if self._masters is not None and self._master_waits(_state_slot(station_id), time.monotonic()):
+                if self._waits(_state_slot(station_id), time.monotonic()):
                     continue  # its master failed again: the others' go on
                 try:
                     (written,) = await redis_batch.execute(
