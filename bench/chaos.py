@@ -646,8 +646,11 @@ async def run_scenario(scenario: Scenario, profile: Profile, seed: int, log_root
         redis_gate = await FaultProxy(redis_server.port).start() if redis_server and scenario.redis_gate else None
         legacy_gate = await FaultProxy(legacy_port).start() if scenario.legacy_gate else None
         gates = [gate for gate in (redis_gate, legacy_gate) if gate is not None]
-        redis_url = f"redis://127.0.0.1:{redis_gate.port}/0" if redis_gate else redis_server.url if redis_server else ""
-        redis_url = cluster.url if cluster is not None else redis_url
+        if cluster is not None:
+            redis_url = cluster.url
+        else:
+            assert redis_server is not None
+            redis_url = f"redis://127.0.0.1:{redis_gate.port}/0" if redis_gate else redis_server.url
         legacy_url = f"ws://127.0.0.1:{legacy_gate.port}/ocpp" if legacy_gate else legacy.url
         proxies = [
             ProxyProcess(f"proxy{n}", legacy_url, redis_url, log_dir, scenario.proxy_args)

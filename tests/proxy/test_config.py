@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from proxy import config
-from proxy.cli import build_parser
+from proxy.cli import build_parser, proxy_settings
 
 
 def resolve(argv: list[str]) -> dict[str, object]:
@@ -25,6 +25,12 @@ def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch)
     assert values["listen"] == ("127.0.0.1", 9002)  # the flag wins
     assert values["redis_url"] is None
     assert values["workers"] == 1
+
+
+def test_state_durability_reaches_the_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert proxy_settings(resolve(["proxy"]), "ws://c/o").state_durability == "available"
+    monkeypatch.setenv("CUTOVER_STATE_DURABILITY", "strict")
+    assert proxy_settings(resolve(["proxy"]), "ws://c/o").state_durability == "strict"
 
 
 def test_workers_and_a_redis_cluster_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +65,11 @@ def test_workers_and_a_redis_cluster_url(monkeypatch: pytest.MonkeyPatch) -> Non
             "--redis-url: 'localhost:6379' must be a redis://",
         ),
         (["proxy", "--legacy-url", "ws://c/o"], {"CUTOVER_WORKERS": "0"}, "CUTOVER_WORKERS: '0' must be a whole"),
+        (
+            ["proxy", "--legacy-url", "ws://c/o"],
+            {"CUTOVER_STATE_DURABILITY": "bogus"},
+            "CUTOVER_STATE_DURABILITY: 'bogus' must be one of available, strict",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(
